@@ -1,0 +1,9 @@
+"""DIRBench methods: the registration networks compared in Liu, Ruan & Sheng (MIDL 2025), and Greedy.
+
+Use ``methods.available()`` and ``methods.build(name, **overrides)``. This package never imports
+``dirbench``.
+"""
+
+from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, available, build, register
+
+__all__ = ["DEFAULT_IMG_SIZE", "RegistrationOutput", "available", "build", "register"]
