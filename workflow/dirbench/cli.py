@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dirbench {__version__}")
     top = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
-    modules = [importlib.import_module(f"{commands.__name__}.{m.name}") for m in pkgutil.iter_modules(commands.__path__)]
+    names = [m.name for m in pkgutil.iter_modules(commands.__path__)]
+    modules = [importlib.import_module(f"{commands.__name__}.{name}") for name in names]
     for module in sorted(modules, key=lambda m: m.NAME):
         words = module.NAME.split()
         subs = top

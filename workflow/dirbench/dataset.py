@@ -122,7 +122,8 @@ class Dataset:
     def _record(self, entry: dict[str, Any]) -> ImageRecord:
         image = self.resolve(entry["image"])
         assert image is not None
-        return ImageRecord(image_id(image), image, self.resolve(entry.get("label")), self.resolve(entry.get("landmarks")))
+        label, landmarks = self.resolve(entry.get("label")), self.resolve(entry.get("landmarks"))
+        return ImageRecord(image_id(image), image, label, landmarks)
 
     @property
     def training(self) -> list[ImageRecord]:
@@ -136,7 +137,10 @@ class Dataset:
 
     def pair_lists(self) -> list[str]:
         """Names of the pair lists (``validation``, ``test``, ...)."""
-        return [k for k, v in self.raw.items() if isinstance(v, list) and v and isinstance(v[0], dict) and "fixed" in v[0]]
+        def is_pair_list(value: Any) -> bool:
+            return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "fixed" in value[0]
+
+        return [k for k, v in self.raw.items() if is_pair_list(v)]
 
     def pairs(self, name: str) -> list[PairRecord]:
         """The pair list ``name`` with annotations resolved."""

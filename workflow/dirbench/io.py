@@ -61,6 +61,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -136,8 +139,11 @@ def load_labels(path: PathLike, shape: tuple[int, int, int] | None = None) -> np
 def load_disp(path: PathLike, shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """Load a displacement as float32 ``[X, Y, Z, 3]`` (voxel units); ``[3, X, Y, Z]`` is transposed."""
     data, _ = _load(path)
-    if data.ndim == 5 and data.shape[3] == 1:  # [X, Y, Z, 1, 3] (ITK vector image layout)
-        data = data[:, :, :, 0, :]
+    if data.ndim == 5:
+        raise UserError(
+            f"{path}: a 5-D [X, Y, Z, 1, 3] vector image (an ITK / Greedy warp in mm, LPS?) is not a voxel "
+            "displacement; convert it with methods.greedy.greedy_warp_to_disp"
+        )
     if data.ndim == 4 and data.shape[-1] != 3 and data.shape[0] == 3:
         data = np.moveaxis(data, 0, -1)
     if data.ndim != 4 or data.shape[-1] != 3:
@@ -167,7 +173,7 @@ def save_labels(path: PathLike, labels: np.ndarray, affine: np.ndarray) -> None:
     """Write an integer ``[X, Y, Z]`` label map atomically (uint8 or int16 where the values fit)."""
     labels = np.asarray(labels)
     lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
-    dtype = np.uint8 if lo >= 0 and hi <= 255 else np.int16 if -32768 <= lo and hi <= 32767 else np.int32
+    dtype = np.uint8 if lo >= 0 and hi <= 255 else np.int16 if lo >= -32768 and hi <= 32767 else np.int32
     _save(path, labels, affine, np.dtype(dtype))
 
 

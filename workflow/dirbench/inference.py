@@ -1,0 +1,133 @@
+"""Registration with a trained checkpoint (or Greedy): one pair or a whole pair list.
+
+Every displacement is written as ``[X, Y, Z, 3]`` float32 voxel units with the fixed image's affine
+(``dirbench.io.save_disp``); a batch over a pair list writes ``disp_{fixed}_{moving}.nii.gz`` (fixed id
+first, as LUMIR names them) and ``runtime.csv`` with each pair's wall time and peak memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dirbench.checkpoint import load_checkpoint, rebuild_model
+from dirbench.dataset import Dataset, PairRecord
+from dirbench.errors import UserError
+from dirbench.io import atomic_path, load_affine, load_image, save_disp
+from dirbench.runtime import autocast, peak_gpu_mib, peak_rss_mib, pick_device
+
+__all__ = ["Registrar", "register_pairs"]
+
+RUNTIME_COLUMNS = ["fixed", "moving", "seconds", "peak_rss_mib", "peak_gpu_mib"]
+
+
+@dataclass
+class Registrar:
+    """Registers one pair of image files into a displacement array ``[X, Y, Z, 3]``.
+
+    Build it with :meth:`from_checkpoint` (a trained network) or :meth:`greedy` (the classic baseline).
+    """
+
+    register: Callable[[Path, Path], np.ndarray]
+    device: torch.device
+    name: str
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | Path, device: str = "auto", amp: str = "none", intensity_scale: float | None = None
+    ) -> Registrar:
+        dev = pick_device(device)
+        state = load_checkpoint(checkpoint, map_location=dev)
+        model = rebuild_model(state, dev)
+        if intensity_scale is None:
+            intensity_scale = _dataset_scale(state["train_config"].get("dataset"))
+        shape = tuple(state["model_config"].get("img_size", ())) or None
+
+        @torch.no_grad()
+        def run(fixed: Path, moving: Path) -> np.ndarray:
+            tensors = [
+                torch.from_numpy(load_image(p, shape) * np.float32(intensity_scale))[None, None].to(dev)
+                for p in (moving, fixed)
+            ]
+            with autocast(dev, amp):
+                disp = model(*tensors).disp.float()
+            return disp[0].permute(1, 2, 3, 0).cpu().numpy()
+
+        return cls(run, dev, state["method"])
+
+    @classmethod
+    def greedy(cls, config: dict[str, Any] | None = None) -> Registrar:
+        from methods.greedy import GreedyConfig, run_greedy, greedy_warp_to_disp  # noqa: I001
+        import tempfile
+
+        cfg = GreedyConfig.from_dict(config or {})
+
+        def run(fixed: Path, moving: Path) -> np.ndarray:
+            with tempfile.TemporaryDirectory(prefix="greedy-") as tmp:
+                warp_path = Path(tmp) / "warp.nii.gz"
+                run_greedy(fixed, moving, warp_path, cfg, log=Path(tmp) / "greedy.log")
+                return greedy_warp_to_disp(warp_path, load_affine(fixed))
+
+        return cls(run, torch.device("cpu"), "greedy")
+
+    def __call__(self, fixed: Path, moving: Path) -> tuple[np.ndarray, dict[str, float]]:
+        """Register ``moving`` onto ``fixed``: the displacement and its cost (seconds, peak memory)."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        disp = self.register(Path(fixed), Path(moving))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        cost = {
+            "seconds": time.perf_counter() - t0,
+            "peak_rss_mib": peak_rss_mib(),
+            "peak_gpu_mib": peak_gpu_mib(self.device),
+        }
+        return disp, cost
+
+
+def _dataset_scale(dataset_json: str | None) -> float:
+    """The training dataset's ``intensity_scale`` (1 when unknown)."""
+    if dataset_json and Path(dataset_json).is_file():
+        return float(Dataset.load(dataset_json).raw.get("intensity_scale", 1.0))
+    return 1.0
+
+
+def register_pairs(registrar: Registrar, pairs: list[PairRecord], out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Register every pair into ``out_dir/disp_{fixed}_{moving}.nii.gz``; returns ``runtime.csv``'s path.
+
+    Pairs whose displacement already exists are skipped (unless ``overwrite``), so an interrupted batch
+    resumes; their earlier runtime rows are kept.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runtime_path = out_dir / "runtime.csv"
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    if runtime_path.exists() and not overwrite:
+        with open(runtime_path, newline="") as fh:
+            rows = {(r["fixed"], r["moving"]): r for r in csv.DictReader(fh)}
+    if not pairs:
+        raise UserError("no pairs to register")
+    for pair in pairs:
+        target = out_dir / pair.disp_name
+        if target.exists() and not overwrite and (pair.fixed.id, pair.moving.id) in rows:
+            continue
+        disp, cost = registrar(pair.fixed.image, pair.moving.image)
+        save_disp(target, disp, load_affine(pair.fixed.image))
+        rows[(pair.fixed.id, pair.moving.id)] = {"fixed": pair.fixed.id, "moving": pair.moving.id, **cost}
+        _write_runtime(runtime_path, rows.values())
+    return runtime_path
+
+
+def _write_runtime(path: Path, rows: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=RUNTIME_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)

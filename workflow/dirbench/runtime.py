@@ -1,0 +1,54 @@
+"""Execution environment helpers: device choice, thread count, peak memory, autocast."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sys
+from collections.abc import Iterator
+
+import torch
+
+__all__ = ["autocast", "peak_gpu_mib", "peak_rss_mib", "pick_device", "set_threads"]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads: the given count, else the job's (SLURM / Snakemake / OMP), else all cores."""
+    if threads is None:
+        for var in ("SLURM_CPUS_PER_TASK", "SNAKEMAKE_THREADS", "OMP_NUM_THREADS"):
+            if os.environ.get(var, "").isdigit():
+                threads = int(os.environ[var])
+                break
+    threads = max(1, threads or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def peak_gpu_mib(device: torch.device) -> float:
+    """Peak CUDA memory allocated by torch on ``device`` so far, in MiB (0 on CPU)."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, amp: str) -> Iterator[None]:
+    """bf16 / fp16 autocast on ``device`` (``amp="none"``: full precision)."""
+    if amp == "none":
+        yield
+        return
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
