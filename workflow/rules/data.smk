@@ -1,0 +1,25 @@
+# Dataset preparation: one rule per configured dataset, each writing <path>/dataset.json.
+
+
+localrules:
+    all,
+
+
+for _name, _ds in config["datasets"].items():
+
+    rule:
+        name:
+            f"data_{_name}"
+        output:
+            dataset=f"{_ds['path']}/dataset.json",
+        params:
+            args=prepare_args(_ds),
+        log:
+            f"{RESULTS}/logs/data/{_name}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/data/{_name}.tsv"
+        threads: 2
+        conda:
+            "../envs/dirbench.yaml"
+        shell:
+            "dirbench data {params.args} > {log} 2>&1"

@@ -1,0 +1,25 @@
+# Evaluation: Learn2Reg / LUMIR metrics of every registered pair, as one tidy CSV per method.
+
+
+rule evaluate:
+    input:
+        disp=evaluation_disp,
+        dataset=lambda w: dataset_json(w.dataset),
+    output:
+        csv=f"{RESULTS}/eval/{{dataset}}/{{method}}/{{subset}}.csv",
+    params:
+        pairs=eval_list,
+        label=method_label,
+        source=lambda w, input: f"--disp-dir {os.path.dirname(input.disp)}" if input.disp else "--zero",
+        labels=lambda w: config["datasets"][w.dataset]["labels"],
+        ndv_mask=lambda w: config["datasets"][w.dataset]["ndv_mask"],
+    log:
+        f"{RESULTS}/logs/evaluate/{{dataset}}/{{method}}/{{subset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{method}}/{{subset}}.tsv"
+    threads: 1
+    conda:
+        "../envs/dirbench.yaml"
+    shell:
+        "dirbench evaluate --pairs {input.dataset}:{params.pairs} {params.source} --method {params.label}"
+        " --labels {params.labels} --ndv-mask {params.ndv_mask} --csv {output.csv} > {log} 2>&1"

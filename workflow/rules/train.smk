@@ -1,0 +1,40 @@
+# Training: one run per (dataset, method, training-set subset). last.pt is undeclared on purpose, so a
+# failed or killed job (SLURM timeout, preemption) resumes from it when Snakemake retries.
+
+
+rule run_config:
+    output:
+        f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/run_config.yaml",
+    params:
+        settings=run_settings,
+    log:
+        f"{RESULTS}/logs/run_config/{{dataset}}/{{method}}/{{subset}}.log",
+    localrule: True
+    conda:
+        "../envs/dirbench.yaml"
+    run:
+        write_yaml(output[0], params.settings)
+
+
+rule train:
+    input:
+        cfg=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/run_config.yaml",
+        dataset=lambda w: dataset_json(w.dataset),
+    output:
+        best=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/best.pt",
+        summary=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/summary.json",
+    params:
+        out=lambda w, output: os.path.dirname(output.best),
+    log:
+        f"{RESULTS}/logs/train/{{dataset}}/{{method}}/{{subset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}/{{method}}/{{subset}}.tsv"
+    threads: 2
+    resources:
+        gpu=config["train"].get("gpus", 0),
+        runtime=train_runtime,
+    conda:
+        "../envs/dirbench.yaml"
+    shell:
+        "dirbench train --method {wildcards.method} --dataset {input.dataset} --config {input.cfg}"
+        " --out {params.out} --resume --threads {threads} --no-progress > {log} 2>&1"
