@@ -91,7 +91,9 @@ class TransMorphConfig(ModelConfig):
     """TransMorph (OASIS variant) configuration; the defaults give the 46,556,979-parameter model.
 
     Attributes:
-        img_size: ``(X, Y, Z)`` input size, every side divisible by 32 (patch 4 × three merges).
+        img_size: ``(X, Y, Z)`` input size. The network needs sides divisible by 32 (patch 4 × three merges):
+            other sizes are zero-padded on the high side up to the next multiple of 32 and the field is
+            cropped back, so e.g. the 48×64×48 demo grid works.
         window_size: Swin attention window in tokens (small windows such as (2, 2, 2) suit small tests).
         embed_dim: patch-embedding dimension ``E``; stage ``i`` has ``E · 2^i`` channels.
         depths: Swin blocks per stage (4 stages).
@@ -114,8 +116,8 @@ class TransMorphConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if len(self.img_size) != 3 or any(s % 32 for s in self.img_size):
-            raise ValueError(f"TransMorph needs 3 sides divisible by 32, got img_size {self.img_size}")
+        if len(self.img_size) != 3 or min(self.img_size) < 1:
+            raise ValueError(f"TransMorph needs 3 positive sides, got img_size {self.img_size}")
         if len(self.window_size) != 3 or min(self.window_size) < 1:
             raise ValueError(f"window_size must be 3 positive ints, got {self.window_size}")
         if len(self.depths) != 4 or len(self.num_heads) != 4:
@@ -391,8 +393,9 @@ class DecoderBlock(nn.Module):
 class TransMorph(nn.Module):
     """TransMorph (OASIS variant): ``forward(moving, fixed)`` → :class:`RegistrationOutput`.
 
-    Inputs ``[B, 1, X, Y, Z]`` each (normally ``cfg.img_size``; any sides divisible by 32), concatenated
-    as (moving, fixed); output ``disp`` ``[B, 3, X, Y, Z]`` in voxels on the fixed grid (module docstring: convention).
+    Inputs ``[B, 1, X, Y, Z]`` each (normally ``cfg.img_size``), concatenated as (moving, fixed) and zero-padded
+    on the high side to multiples of 32; output ``disp`` ``[B, 3, X, Y, Z]`` in voxels on the fixed grid
+    (module docstring: convention).
     """
 
     def __init__(self, cfg: TransMorphConfig) -> None:
@@ -416,13 +419,15 @@ class TransMorph(nn.Module):
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationOutput:
         """``moving``, ``fixed``: ``[B, 1, X, Y, Z]`` → ``disp`` ``[B, 3, X, Y, Z]`` (voxels)."""
-        check_pair(moving, fixed, 32)
-        x = torch.cat([moving, fixed], dim=1)
+        check_pair(moving, fixed, 1)
+        size = moving.shape[2:]
+        pad = [(-n) % 32 for n in size]
+        x = F.pad(torch.cat([moving, fixed], dim=1), (0, pad[2], 0, pad[1], 0, pad[0]))
         half = self.conv_skip(F.avg_pool3d(x, 3, stride=2, padding=1))
         f0, f1, f2, f3 = self.encoder(x)
         y = self.up3(self.up2(self.up1(self.up0(f3, f2), f1), f0), half)
         flow = F.interpolate(self.flow(y), scale_factor=2, mode="trilinear", align_corners=False)
-        return RegistrationOutput(disp=flow)
+        return RegistrationOutput(disp=flow[:, :, : size[0], : size[1], : size[2]])
 
 
 @register("transmorph")

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import methods
 from methods.transmorph import (
@@ -262,14 +263,20 @@ def test_rebuild_from_config_gives_identical_output() -> None:
         assert torch.equal(model(moving, fixed).disp, clone(moving, fixed).disp)
 
 
-def test_bad_sizes_are_rejected() -> None:
-    with pytest.raises(ValueError, match="divisible by 32"):
-        methods.build("transmorph", img_size=(160, 224, 200))
+def test_bad_configs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="3 positive sides"):
+        methods.build("transmorph", img_size=(160, 224))
     with pytest.raises(ValueError, match="4 stages"):
         methods.build("transmorph", depths=(2, 2, 2))
-    model = methods.build("transmorph", img_size=(32, 32, 32), window_size=SMALL_WINDOW)
-    with pytest.raises(ValueError, match="divisible by 32"):
-        model(torch.zeros(1, 1, 48, 32, 32), torch.zeros(1, 1, 48, 32, 32))
-    # Fully convolutional otherwise: another admissible size runs.
-    out = model(torch.rand(1, 1, 64, 32, 32), torch.rand(1, 1, 64, 32, 32)).disp
-    assert out.shape == (1, 3, 64, 32, 32)
+
+
+def test_sizes_not_divisible_by_32_are_padded_and_cropped() -> None:
+    torch.manual_seed(0)
+    model = methods.build("transmorph", img_size=(48, 32, 40), window_size=SMALL_WINDOW, embed_dim=24).eval()
+    moving, fixed = torch.rand(1, 1, 48, 32, 40), torch.rand(1, 1, 48, 32, 40)
+    with torch.no_grad():
+        out = model(moving, fixed).disp
+        padded = model(*(F.pad(t, (0, 24, 0, 0, 0, 16)) for t in (moving, fixed))).disp
+    assert out.shape == (1, 3, 48, 32, 40)
+    # The same as running on the explicitly zero-padded 64×32×64 input and cropping.
+    assert torch.allclose(out, padded[:, :, :48, :, :40], atol=1e-6)
