@@ -134,11 +134,17 @@ def _pair(entry: dict[str, Any], where: Path) -> LumirPair:
 
 
 def validation_pairs(dataset_json: str | Path | None = None) -> list[LumirPair]:
-    """The ``validation`` pairs of a LUMIR ``dataset.json`` (default: the bundled official one, 38 pairs)."""
-    path = Path(dataset_json) if dataset_json is not None else resource_path("LUMIR_dataset.json")
-    entries = Dataset.load(path).raw.get("validation")
+    """The ``validation`` pairs of a LUMIR ``dataset.json`` (default: the bundled official one, 38 pairs).
+
+    ``path/dataset.json:LIST`` takes the pair list ``LIST`` instead (e.g. the demo data's ``test`` pairs,
+    for a dry run of the submission path on the demo).
+    """
+    spec = str(dataset_json) if dataset_json is not None else str(resource_path("LUMIR_dataset.json"))
+    head, sep, tail = spec.rpartition(":")
+    path, list_name = (Path(head), tail) if sep and head.endswith(".json") else (Path(spec), "validation")
+    entries = Dataset.load(path).raw.get(list_name)
     if not isinstance(entries, list) or not entries:
-        raise UserError(f"{path}: no 'validation' pair list")
+        raise UserError(f"{path}: no {list_name!r} pair list")
     pairs = [_pair(e, path) for e in entries]
     names = [p.name for p in pairs]
     if len(set(names)) != len(names):

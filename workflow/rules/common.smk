@@ -158,6 +158,11 @@ def prepare_args(ds):
     return " ".join(args)
 
 
+def label_option(labels):
+    """``--labels X`` for ``dirbench evaluate``; none for ``dataset`` (the dataset's own label list)."""
+    return "" if labels == "dataset" else f"--labels {labels}"
+
+
 def write_yaml(path, data):
     """Write ``data`` as YAML (a run configuration)."""
     import yaml

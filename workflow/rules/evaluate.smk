@@ -11,15 +11,15 @@ rule evaluate:
         pairs=eval_list,
         label=method_label,
         source=lambda w, input: f"--disp-dir {os.path.dirname(input.disp)}" if input.disp else "--zero",
-        labels=lambda w: config["datasets"][w.dataset]["labels"],
+        labels=lambda w: label_option(config["datasets"][w.dataset]["labels"]),
         ndv_mask=lambda w: config["datasets"][w.dataset]["ndv_mask"],
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}/{{method}}/{{subset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{method}}/{{subset}}.tsv"
-    threads: 1
+    threads: 2
     conda:
         "../envs/dirbench.yaml"
     shell:
         "dirbench evaluate --pairs {input.dataset}:{params.pairs} {params.source} --method {params.label}"
-        " --labels {params.labels} --ndv-mask {params.ndv_mask} --csv {output.csv} > {log} 2>&1"
+        " {params.labels} --ndv-mask {params.ndv_mask} --threads {threads} --csv {output.csv} > {log} 2>&1"

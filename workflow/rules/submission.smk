@@ -12,6 +12,7 @@ rule lumir_submission:
                    category="Submission"),
     params:
         disp=lambda w, input: os.path.dirname(input.runtime),
+        pairs=lambda w: config["datasets"][artefact("lumir_submission")["dataset"]]["eval_list"],
         shape=" ".join(str(n) for n in artefact("lumir_submission").get("shape", [160, 224, 192])),
     log:
         f"{RESULTS}/logs/submission/lumir_submission.log",
@@ -19,7 +20,7 @@ rule lumir_submission:
     conda:
         "../envs/dirbench.yaml"
     shell:
-        "dirbench lumir-package --disp-dir {params.disp} --dataset-json {input.dataset}"
+        "dirbench lumir-package --disp-dir {params.disp} --dataset-json {input.dataset}:{params.pairs}"
         " --shape {params.shape} --out {output.zip} > {log} 2>&1"
-        " && dirbench lumir-validate {output.zip} --dataset-json {input.dataset}"
+        " && dirbench lumir-validate {output.zip} --dataset-json {input.dataset}:{params.pairs}"
         " --shape {params.shape} >> {log} 2>&1"
