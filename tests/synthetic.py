@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-
 from dirbench.io import save_image, save_labels
 from dirbench.warp import warp_array
+from scipy.ndimage import gaussian_filter
 
 
 def _phantom(shape: tuple[int, int, int]) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import signal
 import subprocess
@@ -13,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from dirbench.checkpoint import load_checkpoint
 from dirbench.sampler import epoch_pairs, training_subset
 from dirbench.train_config import TrainConfig
 from dirbench.training import Trainer, TrainingError, train
-from methods import RegistrationOutput
 from synthetic import make_dataset
+
+from methods import RegistrationOutput
 
 SHAPE = (32, 32, 32)
 
@@ -47,7 +48,7 @@ def test_sampler_is_seeded_nested_and_never_pairs_an_image_with_itself() -> None
     sizes = [300, 212, 150, 106, 75, 53, 37, 26, 19, 13, 10]
     subsets = [set(training_subset(300, n)) for n in sizes]
     assert [len(s) for s in subsets] == sizes
-    assert all(small < big for big, small in zip(subsets, subsets[1:], strict=False))
+    assert all(small < big for big, small in itertools.pairwise(subsets))
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_pair(dataset: Path, tmp_path: Path) -> None:
@@ -107,6 +108,12 @@ def test_resume_after_a_kill_is_bit_identical(dataset: Path, tmp_path: Path, sig
         for key in ref:
             assert torch.equal(ref[key], got[key]), (name, key)
     assert _rows(run / "metrics.csv") == 3
+    # Per-epoch training losses too, including the epoch that was interrupted (SIGTERM lands mid-epoch).
+    columns = ["epoch", "loss", "sim", "reg", "val_value"]
+    with open(reference / "metrics.csv") as a, open(run / "metrics.csv") as b:
+        ref_rows = [[r[c] for c in columns] for r in csv.DictReader(a)]
+        got_rows = [[r[c] for c in columns] for r in csv.DictReader(b)]
+    assert ref_rows == got_rows
 
 
 def test_non_finite_loss_stops_with_position_and_keeps_last_checkpoint(
@@ -121,7 +128,8 @@ def test_non_finite_loss_stops_with_position_and_keeps_last_checkpoint(
         return RegistrationOutput(disp=torch.full((1, 3, *SHAPE), float("nan")))
 
     monkeypatch.setattr(trainer, "forward", poisoned)
-    with pytest.raises(TrainingError, match=r"non-finite loss .* at epoch 2, step 1, pair \(moving \d{4}, fixed \d{4}\)"):
+    where = r"non-finite loss .* at epoch 2, step 1, pair \(moving \d{4}, fixed \d{4}\)"
+    with pytest.raises(TrainingError, match=where):
         trainer.run(progress=False)
     assert (tmp_path / "last.pt").read_bytes() == before
 

@@ -82,6 +82,11 @@ class _State:
     best_value: float | None = None
     best_epoch: int | None = None
     train_time_s: float = 0.0
+    # The current epoch's running totals (kept across an interruption, so its row stays complete).
+    epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    epoch_count: int = 0
+    epoch_time_s: float = 0.0
+    epoch_updates: int = 0
 
 
 class _SignalFlag:
@@ -332,26 +337,36 @@ class Trainer:
         epoch = st.epoch
         pairs = epoch_pairs(len(self.train_images), epoch, n_pairs, cfg.seed)
         t0, updates0 = time.perf_counter(), st.updates
-        sums = np.zeros(3)
-        count = 0
+        sums = np.array(st.epoch_sums)
+
+        def book() -> None:
+            """Fold the time and updates since ``t0`` into the epoch's running totals."""
+            nonlocal t0, updates0
+            now = time.perf_counter()
+            st.epoch_sums = sums.tolist()
+            st.epoch_time_s += now - t0
+            st.train_time_s += now - t0
+            st.epoch_updates += st.updates - updates0
+            t0, updates0 = now, st.updates
+
         for step in range(st.step, n_pairs):
             m, f = (self.train_images[i] for i in pairs[step])
             if step + 1 < n_pairs:
                 self.cache.prefetch([self.train_images[i].image for i in pairs[step + 1]])
             for result in self._train_pair(m, f, epoch, step):
                 sums += result
-                count += 1
+                st.epoch_count += 1
             st.step = step + 1
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{sums[0] / count:.4f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{sums[0] / st.epoch_count:.4f}")
             if self.flag.received is not None:
-                st.train_time_s += time.perf_counter() - t0
+                book()
                 self.save_last()
                 raise TrainingInterrupted(f"signal {self.flag.received}: saved {self.out_dir / 'last.pt'}")
-        elapsed = time.perf_counter() - t0
-        st.train_time_s += elapsed
+        book()
+        row = self._epoch_row(sums / max(st.epoch_count, 1), st.epoch_time_s, st.epoch_updates)
         st.epoch, st.step = epoch + 1, 0
-        row = self._epoch_row(sums / max(count, 1), elapsed, st.updates - updates0)
+        st.epoch_sums, st.epoch_count, st.epoch_time_s, st.epoch_updates = [0.0, 0.0, 0.0], 0, 0.0, 0
         st.history.append(row)
         self._write_metrics()
         if row["val_value"] != "" and self._better(row["val_value"]):
@@ -361,7 +376,7 @@ class Trainer:
         self.save_last()
 
     def _epoch_row(self, means: np.ndarray, elapsed: float, updates: int) -> dict[str, Any]:
-        epoch = self.state.epoch
+        epoch = self.state.epoch + 1
         validate = self.val_pairs and (epoch % self.cfg.val_every == 0 or epoch == self.cfg.epochs)
         val = self.validate() if validate else ""
         row = {
@@ -452,6 +467,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
     trainer = Trainer(cfg, out_dir)
     if resume and last.exists():
         trainer.restore(last)
+        print(f"dirbench train: resuming {out_dir} from epoch {trainer.state.epoch}, step {trainer.state.step}",
+              file=sys.stderr)
     with atomic_path(out_dir / "run.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return trainer.run(progress=progress)

@@ -1,0 +1,139 @@
+"""Vector field attention (VFA) over a 3×3×3 neighbourhood, shared by VFA and DP-VFA.
+
+Liu, Chen, Zuo, Carass & Prince, "Vector field attention for deformable image registration",
+J. Med. Imaging 11:064001 (2024); used as decoder (c) "DP-VFA" by Liu, Ruan & Sheng (MIDL 2025).
+
+For every voxel ``p`` of the fixed grid, the query ``q(p)`` attends to the 27 keys ``k(p + o_j)`` of its
+radius-1 neighbourhood, ``o_j ∈ {-1, 0, 1}³``. The values are the offsets themselves, so the output is a
+displacement: ``u(p) = Σ_j softmax_j(q(p) · k(p + o_j) / τ) · o_j`` in voxels of the level's grid. Because
+it is a convex combination of the offsets, every component satisfies ``|u_c| ≤ 1``.
+
+Implementation note: the attention logits come from :func:`neighbourhood_dot`, which forms them one offset
+at a time from shifted views of the padded keys instead of materialising the ``[B, C, 27, X, Y, Z]``
+unfolded keys (the tests check the result against an explicit unfold), and whose hand-written backward
+accumulates the gradients in place: autograd through 27 slices would allocate, zero-fill and add a
+full-size padded gradient per offset.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from methods.correlation import OFFSETS
+
+__all__ = ["ProjectedAttention", "neighbourhood_dot", "vector_field_attention"]
+
+
+def _shifted(t: torch.Tensor, offset: tuple[int, int, int], size: torch.Size) -> torch.Tensor:
+    """View of a tensor padded by 1 per side, shifted by ``offset``: ``t[..., 1 + o_0 : 1 + o_0 + X, …]``."""
+    a, b, c = offset
+    return t[:, :, 1 + a : 1 + a + size[0], 1 + b : 1 + b + size[1], 1 + c : 1 + c + size[2]]
+
+
+class _NeighbourhoodDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: torch.Tensor, y_padded: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        ctx.save_for_backward(x, y_padded)
+        return torch.stack([(x * _shifted(y_padded, o, size)).sum(1) for o in OFFSETS], dim=1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, y_padded = ctx.saved_tensors  # type: ignore[attr-defined]
+        size = x.shape[2:]
+        need_x, need_y = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad_x = torch.zeros_like(x) if need_x else None
+        grad_y = torch.zeros_like(y_padded) if need_y else None
+        for j, o in enumerate(OFFSETS):
+            g = grad[:, j : j + 1]
+            if grad_x is not None:
+                grad_x.addcmul_(g, _shifted(y_padded, o, size))
+            if grad_y is not None:
+                _shifted(grad_y, o, size).addcmul_(g, x)
+        return grad_x, grad_y
+
+
+def neighbourhood_dot(x: torch.Tensor, y_padded: torch.Tensor) -> torch.Tensor:
+    """Channel dot products of ``x`` with its 27 radius-1 neighbours in ``y``: ``[B, 27, X, Y, Z]``.
+
+    ``out[:, j](p) = Σ_c x_c(p) · y_c(p + o_j)`` with ``o_j = OFFSETS[j]`` (row-major, axis 0 slowest).
+
+    Args:
+        x: ``[B, C, X, Y, Z]``.
+        y_padded: ``y`` padded by one voxel per side (any padding mode), ``[B, C, X + 2, Y + 2, Z + 2]``.
+            Both inputs are promoted to a common dtype.
+
+    Differentiable once in both inputs (hand-written backward, see the module note).
+    """
+    if x.dim() != 5 or y_padded.dim() != 5 or y_padded.shape[:2] != x.shape[:2] or any(
+        n + 2 != m for n, m in zip(x.shape[2:], y_padded.shape[2:], strict=True)
+    ):
+        raise ValueError(
+            f"y_padded {tuple(y_padded.shape)} must be x {tuple(x.shape)} padded by one voxel per side"
+        )
+    dtype = torch.promote_types(x.dtype, y_padded.dtype)
+    return _NeighbourhoodDot.apply(x.to(dtype), y_padded.to(dtype))
+
+
+def vector_field_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    temperature: float | None = None,
+    key_padded: bool = False,
+) -> torch.Tensor:
+    """Displacement from attention of each query over its 27 neighbouring keys (values = offsets).
+
+    Args:
+        query: ``[B, C, X, Y, Z]`` projected fixed features.
+        key: projected (warped) moving features, ``[B, C, X, Y, Z]``; replicate-padded by 1 voxel here.
+            With ``key_padded=True`` the caller has already padded them (and possibly projected after
+            padding, as VFA and DP-VFA do): ``[B, C, X + 2, Y + 2, Z + 2]``, used as is.
+        temperature: softmax temperature τ; ``None`` gives ``sqrt(C)``.
+        key_padded: see ``key``.
+
+    Returns:
+        ``[B, 3, X, Y, Z]`` voxel displacement on the query grid (component ``c`` along axis ``c``),
+        each component in ``[-1, 1]``.
+    """
+    if query.dim() != 5 or key.dim() != 5:
+        raise ValueError(f"expected [B, C, X, Y, Z] tensors, got {tuple(query.shape)} and {tuple(key.shape)}")
+    if not key_padded:
+        key = F.pad(key, (1, 1, 1, 1, 1, 1), mode="replicate")
+    tau = math.sqrt(query.shape[1]) if temperature is None else float(temperature)
+    logits = neighbourhood_dot(query, key)
+    # Expected offset = Σ_j w_j o_j. OFFSETS is the row-major product of (-1, 0, 1), so along axis c it
+    # is P(o_c = +1) − P(o_c = −1) of the marginals of the [3, 3, 3]-shaped weights; these sums stay in
+    # the softmax's (at least) float32 under autocast (an einsum would drop to bf16).
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    weights = torch.softmax(logits / tau, dim=1).unflatten(1, (3, 3, 3))
+    marginals = [weights.sum(dim=dims) for dims in ((2, 3), (1, 3), (1, 2))]  # each [B, 3, X, Y, Z]
+    return torch.stack([m[:, 2] - m[:, 0] for m in marginals], dim=1)
+
+
+class ProjectedAttention(nn.Module):
+    """One VFA attention level with its learnt projection shared by the fixed and the moving stream.
+
+    ``P = Conv3d(in_ch → match_ch, 3³, padding 1, bias)`` with PyTorch's default init. The query is
+    ``P(f)``; the keys are ``P(replicate_pad(m̃, 1))``: the warped moving features are padded *before*
+    the projection (the order of the VFA and DP-VFA code), so the ring of keys outside the volume is the
+    projection of the replicated border features. Temperature ``sqrt(match_ch)``.
+
+    ``forward(moving, fixed)``: ``[B, in_ch, X, Y, Z]`` ×2 → ``[B, 3, X, Y, Z]`` voxel displacement, each
+    component in ``[-1, 1]``.
+    """
+
+    def __init__(self, in_ch: int, match_ch: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv3d(in_ch, match_ch, 3, padding=1)
+        self.temperature = math.sqrt(match_ch)
+
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        query = self.proj(fixed)
+        key = self.proj(F.pad(moving, (1, 1, 1, 1, 1, 1), mode="replicate"))
+        return vector_field_attention(query, key, self.temperature, key_padded=True)
