@@ -6,7 +6,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "workflow/config/paper.yaml"
+# The paper's config is the default; a --configfile given on the command line replaces it (no merging).
+if not config:
+
+    configfile: "workflow/config/paper.yaml"
 
 
 report: "workflow/report/workflow.rst"

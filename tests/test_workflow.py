@@ -61,7 +61,7 @@ def test_ci_config_runs_end_to_end(tmp_path: Path) -> None:
     # Every compute rule left a benchmark file; tidy CSVs hold every case metric of every method.
     assert list((out / "benchmarks" / "train").rglob("*.tsv"))
     evals = pd.concat(pd.read_csv(p) for p in (out / "eval").rglob("*.csv"))
-    assert set(evals["method"]) >= {"initial", "greedy", "voxelmorph", "dp-conv-c", "dp-convic-c", "dp-convic-c@3"}
+    assert set(evals["method"]) >= {"initial", "greedy", "voxelmorph", "dp-conv-c", "dp-convic-c", "dp-conv-c@3"}
     assert {"dice", "hd95", "sdlogj", "ndv", "nondiff_voxels"} <= set(evals["metric"])
     # Greedy registers: it beats the zero displacement on Dice.
     case = evals[evals["label"].isna() & (evals["metric"] == "dice")].groupby("method")["value"].mean()

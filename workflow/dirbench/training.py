@@ -48,7 +48,7 @@ from dirbench.runtime import autocast, peak_gpu_mib, peak_rss_mib, pick_device, 
 from dirbench.sampler import epoch_pairs, training_subset
 from dirbench.train_config import TrainConfig
 from dirbench.volumes import VolumeCache
-from methods.losses import diffusion, ncc_vfa
+from methods.losses import ncc_vfa, registration_loss
 from methods.spatial import warp
 
 __all__ = ["TrainingError", "TrainingInterrupted", "train"]
@@ -237,18 +237,10 @@ class Trainer:
 
     def _loss(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
         """Forward and loss for one drawn pair: (loss, sim, reg, inverse_consistent)."""
-        w = self.cfg.reg_weight
         with autocast(self.device, self.cfg.amp):
             out = self.forward(moving, fixed)
-        disp = out.disp.float()
-        sim = ncc_vfa(fixed, warp(moving, disp), self.cfg.ncc_window)
-        reg = diffusion(disp)
-        if out.inverse is None:
-            return sim + w * reg, sim, reg, False
-        inverse = out.inverse.float()
-        sim = 0.5 * (sim + ncc_vfa(moving, warp(fixed, inverse), self.cfg.ncc_window))
-        reg = 0.5 * (reg + diffusion(inverse))
-        return sim + w * reg, sim, reg, True
+        loss, sim, reg = registration_loss(moving, fixed, out, self.cfg.reg_weight, self.cfg.ncc_window)
+        return loss, sim, reg, out.inverse is not None
 
     def _update(self, moving: torch.Tensor, fixed: torch.Tensor, where: str) -> tuple[float, float, float, bool]:
         self.optimizer.zero_grad(set_to_none=True)
