@@ -121,8 +121,9 @@ class ProjectedAttention(nn.Module):
 
     ``P = Conv3d(in_ch → match_ch, 3³, padding 1, bias)`` with PyTorch's default init. The query is
     ``P(f)``; the keys are ``P(replicate_pad(m̃, 1))``: the warped moving features are padded *before*
-    the projection (the order of the VFA and DP-VFA code), so the ring of keys outside the volume is the
-    projection of the replicated border features. Temperature ``sqrt(match_ch)``.
+    the projection (the order ``spec/methods-dp.md`` §2c and ``spec/methods-baselines.md`` §4 record for
+    DP-VFA and VFA), so the ring of keys outside the volume is the projection of the replicated border
+    features. Temperature ``sqrt(match_ch)``.
 
     ``forward(moving, fixed)``: ``[B, in_ch, X, Y, Z]`` ×2 → ``[B, 3, X, Y, Z]`` voxel displacement, each
     component in ``[-1, 1]``.

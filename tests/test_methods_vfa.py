@@ -11,7 +11,7 @@ from torch import nn
 
 import methods
 from methods.spatial import identity_grid, warp
-from methods.vfa import VFA, VFAEncoder, upsample_grid
+from methods.vfa import VFA, VFAEncoder, _Conv3d, upsample_grid
 
 SIZE = (32, 32, 32)
 #: non-cubic, for the tests that would catch an axis mix-up (level 4 is 2×3×2 voxels)
@@ -43,6 +43,22 @@ def test_encoder_pyramid() -> None:
     assert [tuple(f.shape) for f in feats] == [
         (1, c, *(n // 2**k for n in SIZE_NC)) for k, c in enumerate(enc.channels)
     ]
+
+
+def test_channels_last_conv_is_a_plain_conv() -> None:
+    torch.manual_seed(0)
+    conv = _Conv3d(8, 16, 3, padding=1)
+    x = torch.randn(2, 8, 12, 10, 8, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out = conv(x)
+    ref = F.conv3d(x_ref, conv.weight, conv.bias, padding=1)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(ref)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    assert set(conv.state_dict()) == {"weight", "bias"}
 
 
 def test_forward_backward_and_beta_bound() -> None:
