@@ -31,11 +31,11 @@ class ResidualBlock(nn.Module):
         self.norm2 = nn.InstanceNorm3d(out_ch, affine=True)
         self.skip = nn.Conv3d(in_ch, out_ch, 1, stride=stride)
         self.skip_norm = nn.InstanceNorm3d(out_ch, affine=True)
-        self.act = nn.LeakyReLU(0.2)
+        self.act = nn.LeakyReLU(0.2, inplace=True)  # in place: no extra full-size activation kept for backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         main = self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
-        return self.act(main + self.skip_norm(self.skip(x)))
+        return self.act(main.add_(self.skip_norm(self.skip(x))))
 
 
 class DPEncoder(nn.Module):

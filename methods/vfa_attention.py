@@ -22,63 +22,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import FunctionCtx, once_differentiable
 
-from methods.correlation import OFFSETS
+from methods.correlation import neighbourhood_dot
 
-__all__ = ["ProjectedAttention", "neighbourhood_dot", "vector_field_attention"]
-
-
-def _shifted(t: torch.Tensor, offset: tuple[int, int, int], size: torch.Size) -> torch.Tensor:
-    """View of a tensor padded by 1 per side, shifted by ``offset``: ``t[..., 1 + o_0 : 1 + o_0 + X, …]``."""
-    a, b, c = offset
-    return t[:, :, 1 + a : 1 + a + size[0], 1 + b : 1 + b + size[1], 1 + c : 1 + c + size[2]]
-
-
-class _NeighbourhoodDot(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, x: torch.Tensor, y_padded: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        ctx.save_for_backward(x, y_padded)
-        return torch.stack([(x * _shifted(y_padded, o, size)).sum(1) for o in OFFSETS], dim=1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x, y_padded = ctx.saved_tensors  # type: ignore[attr-defined]
-        size = x.shape[2:]
-        need_x, need_y = ctx.needs_input_grad  # type: ignore[attr-defined]
-        grad_x = torch.zeros_like(x) if need_x else None
-        grad_y = torch.zeros_like(y_padded) if need_y else None
-        for j, o in enumerate(OFFSETS):
-            g = grad[:, j : j + 1]
-            if grad_x is not None:
-                grad_x.addcmul_(g, _shifted(y_padded, o, size))
-            if grad_y is not None:
-                _shifted(grad_y, o, size).addcmul_(g, x)
-        return grad_x, grad_y
-
-
-def neighbourhood_dot(x: torch.Tensor, y_padded: torch.Tensor) -> torch.Tensor:
-    """Channel dot products of ``x`` with its 27 radius-1 neighbours in ``y``: ``[B, 27, X, Y, Z]``.
-
-    ``out[:, j](p) = Σ_c x_c(p) · y_c(p + o_j)`` with ``o_j = OFFSETS[j]`` (row-major, axis 0 slowest).
-
-    Args:
-        x: ``[B, C, X, Y, Z]``.
-        y_padded: ``y`` padded by one voxel per side (any padding mode), ``[B, C, X + 2, Y + 2, Z + 2]``.
-            Both inputs are promoted to a common dtype.
-
-    Differentiable once in both inputs (hand-written backward, see the module note).
-    """
-    if x.dim() != 5 or y_padded.dim() != 5 or y_padded.shape[:2] != x.shape[:2] or any(
-        n + 2 != m for n, m in zip(x.shape[2:], y_padded.shape[2:], strict=True)
-    ):
-        raise ValueError(
-            f"y_padded {tuple(y_padded.shape)} must be x {tuple(x.shape)} padded by one voxel per side"
-        )
-    dtype = torch.promote_types(x.dtype, y_padded.dtype)
-    return _NeighbourhoodDot.apply(x.to(dtype), y_padded.to(dtype))
+__all__ = ["ProjectedAttention", "vector_field_attention"]
 
 
 def vector_field_attention(

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from methods.blocks import ENCODER_CHANNELS, DPEncoder, ResidualBlock, flow_head
-from methods.correlation import OFFSETS, correlation
-from methods.vfa_attention import ProjectedAttention, neighbourhood_dot, vector_field_attention
+from methods.correlation import OFFSETS, correlation, neighbourhood_dot
+from methods.vfa_attention import ProjectedAttention, vector_field_attention
 
 
 def n_params(module: torch.nn.Module) -> int:
