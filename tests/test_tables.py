@@ -29,8 +29,6 @@ from dirbench.tables import (
     write_table,
 )
 
-import methods
-
 HEADER = ["method", "dataset", "fixed", "moving", "metric", "label", "value"]
 
 
@@ -211,8 +209,6 @@ def test_format_params() -> None:
 
 
 def test_dp_conv_mf_parameter_split() -> None:
-    if "dp-conv-mf" not in methods.available():
-        pytest.skip("methods.dp (dp-conv-mf) is not registered")
     total, encoder = model_params("dp-conv-mf")
     assert format_params(total, encoder) == "(0.51/2.35) 2.85"  # paper Table 1
 
