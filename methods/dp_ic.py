@@ -17,7 +17,8 @@ Start: ``L = R = id``. At each level ``k`` (coarse → fine, upsampling factor `
 3. Bounded control points ``c = 0.99 · B_s · tanh(o)`` (level voxels; :data:`BSPLINE_BOUNDS`), upsampled by
    the cubic B-spline (:func:`methods.bspline.bspline_upsample`, ×``s`` to full-resolution voxels):
    ``φ_f``, ``φ_r``. The bound makes both invertible; their inverses come from the fixed-point inversion
-   layer (:func:`methods.inversion.invert_displacement`, Anderson, implicit gradient).
+   layer (:func:`methods.inversion.invert_displacement`, Anderson, implicit gradient), one solve for the
+   ``B`` forward atoms and one for the ``B`` reverse ones, each with its own stop rule (as upstream).
 4. ``U = φ_f∘φ_r⁻¹``, ``U⁻¹ = φ_r∘φ_f⁻¹`` (swapping the images swaps them). They are never stored on the grid.
 5. ``L ← L∘U``, ``R ← R∘U⁻¹``, ``L⁻¹ ← U⁻¹∘L⁻¹``, ``R⁻¹ ← U∘R⁻¹`` (:func:`accumulate`), each chain evaluated
    point by point through the grid-stored atoms and then stored on the grid: ``L⁻¹(x) ← φ_r(φ_f⁻¹(L⁻¹(x)))``
@@ -299,7 +300,11 @@ class SymmetricPyramid(nn.Module, ABC):
                 control = self.bound(level) * torch.tanh(at_least_float32(raw))
                 controls.append(control)
                 atoms = factor * bspline_upsample(control, factor, size)  # [φ_f; φ_r] − id
-                inverse_atoms = invert_displacement(atoms, self.forward_solver, self.backward_solver)
+                # [φ_f⁻¹; φ_r⁻¹] − id: one solve per direction, as the authors' code inverts each atom on its own
+                # (the stop rule is a max over the solved batch; a joint solve would stop both at the slower one)
+                inverse_atoms = torch.cat(
+                    [invert_displacement(a, self.forward_solver, self.backward_solver) for a in atoms.chunk(2)]
+                )
                 maps, inverse_maps = accumulate(maps, inverse_maps, atoms, inverse_atoms)
         if maps is None or inverse_maps is None:
             raise RuntimeError("the pyramid has no levels")
