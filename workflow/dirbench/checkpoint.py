@@ -4,11 +4,6 @@ A checkpoint holds the method name and its ``model.config``, the run config, the
 and scheduler states, the position in training (epoch, step within the epoch, updates, samples), the RNG
 states, the per-epoch history and the best validation result. ``last.pt`` is rewritten atomically every
 epoch (and on SIGTERM / SIGINT); ``best.pt`` whenever validation improves.
-
-Checkpoints are loaded with ``torch.load(weights_only=True)``: only tensors and plain data (dicts, lists,
-tuples, strings, numbers, booleans, None) are unpickled, so a checkpoint someone shares cannot run code
-when it is loaded. Everything we store is of that kind; the RNG states, which numpy and ``random`` give as
-tuples holding an ndarray, go through :func:`encode_rng_state` / :func:`restore_rng_state`.
 """
 
 from __future__ import annotations
@@ -38,8 +33,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only``), with an error naming the file when it is missing, not a
-    PyTorch checkpoint, corrupt, foreign, or holds objects other than tensors and plain data."""
+    """Read a checkpoint safely, with an error naming the file when it is missing, not a PyTorch checkpoint,
+    corrupt, foreign, or holds objects other than tensors and plain data.
+
+    It is loaded with ``torch.load(weights_only=True)``: only tensors and plain data (dicts, lists, tuples,
+    strings, numbers, booleans, None) are unpickled, so a checkpoint someone shares cannot run code when
+    it is loaded. Everything DIRBench stores is of that kind; the RNG states, which numpy and ``random``
+    give as tuples holding an ndarray, go through :func:`encode_rng_state` / :func:`restore_rng_state`.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
@@ -60,15 +61,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a DIRBench checkpoint (expected format {FORMAT})")
     return state
-
-
-def _unsafe_globals(path: Path) -> list[str]:
-    """The classes / functions a checkpoint's pickle would import, beyond torch's weights-only allow-list
-    (read from the pickle's opcodes, nothing is executed); empty when the file cannot be read that far."""
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile):
-        return []
 
 
 def rebuild_model(state: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -123,3 +115,12 @@ def restore_rng_state(encoded: dict[str, Any]) -> None:
     random.setstate((py_state["version"], tuple(py_state["internal"]), py_state["gauss_next"]))
     if "cuda" in encoded and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in encoded["cuda"]])
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The classes / functions a checkpoint's pickle would import, beyond torch's weights-only allow-list
+    (read from the pickle's opcodes, nothing is executed); empty when the file cannot be read that far."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile):
+        return []
