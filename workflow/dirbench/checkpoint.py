@@ -121,6 +121,6 @@ def _unsafe_globals(path: Path) -> list[str]:
     """The classes / functions a checkpoint's pickle would import, beyond torch's weights-only allow-list
     (read from the pickle's opcodes, nothing is executed); empty when the file cannot be read that far."""
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except (RuntimeError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile):
         return []
