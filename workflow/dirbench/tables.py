@@ -270,6 +270,10 @@ class Column:
     optional: bool = False  # shown only when some method has such rows
     inf_reason: str = ""  # why a case value can be infinite, for the footnote
 
+    def format(self, x: float) -> str:
+        """A printed value: ``decimals`` fixed decimals, or the NDV rule (:func:`format_ndv`)."""
+        return format_number(x, self.decimals) if self.decimals is not None else format_ndv(x)
+
     @property
     def header(self) -> str:
         unit = f" ({self.unit})" if self.unit else ""
@@ -383,21 +387,20 @@ def _metric_cell(col: Column, values: np.ndarray, dash: bool) -> Cell:
     """
     if dash or values.size == 0:
         return Cell("-", values={"mean": None, "sd": None, "n": int(values.size)})
-    fmt = (lambda x: format_number(x, col.decimals)) if col.decimals is not None else format_ndv
     infinite = np.isinf(values)
     with np.errstate(invalid="ignore"):
         mean = float(np.mean(values)) * col.scale
         sd = float(np.std(values, ddof=0)) * col.scale
     if not infinite.any():
-        text = fmt(mean)
+        text = col.format(mean)
         if col.sd and math.isfinite(mean) and math.isfinite(sd):
-            text = f"{text} ({fmt(sd)})" if col.sd == "paren" else f"{text} ± {fmt(sd)}"
+            text = f"{text} ({col.format(sd)})" if col.sd == "paren" else f"{text} ± {col.format(sd)}"
         return Cell(text, values={"mean": mean, "sd": sd, "n": int(values.size)})
     finite = values[~infinite]
     finite_mean = float(np.mean(finite)) * col.scale if finite.size else None
     finite_sd = float(np.std(finite, ddof=0)) * col.scale if finite.size else None
     return Cell(
-        "∞" if mean > 0 else "-∞",
+        {math.inf: "∞", -math.inf: "-∞"}.get(mean, "nan"),
         values={"mean": mean, "sd": None, "n": int(values.size), "n_inf": int(infinite.sum()),
                 "finite_mean": finite_mean, "finite_sd": finite_sd},
     )  # fmt: skip
@@ -414,8 +417,8 @@ def _inf_note(col: Column, row: Row, cell: Cell) -> str:
     )
     if v["finite_mean"] is None:
         return text + "."
-    fmt = (lambda x: format_number(x, col.decimals)) if col.decimals is not None else format_ndv
-    return text + f"; over the other {plural(n - k, 'pair')} it is {fmt(v['finite_mean'])} ({fmt(v['finite_sd'])})."
+    mean, sd = col.format(v["finite_mean"]), col.format(v["finite_sd"])
+    return text + f"; over the other {plural(n - k, 'pair')} it is {mean} ({sd})."
 
 
 def _mark_column(
