@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from dirbench.checkpoint import load_checkpoint, rebuild_model
-from dirbench.dataset import Dataset, PairRecord
+from dirbench.dataset import PairRecord
 from dirbench.errors import UserError
 from dirbench.io import atomic_path, load_affine, load_image, save_disp
+from dirbench.run_record import RunRecord
 from dirbench.runtime import autocast, peak_gpu_mib, peak_rss_mib, pick_device
 
 __all__ = ["Registrar", "register_pairs"]
@@ -45,10 +46,11 @@ class Registrar:
     ) -> Registrar:
         dev = pick_device(device)
         state = load_checkpoint(checkpoint, map_location=dev)
-        model = rebuild_model(state, dev)
+        model = rebuild_model(state, checkpoint, dev)
+        record = RunRecord.from_checkpoint(state, checkpoint)
         if intensity_scale is None:
-            intensity_scale = _dataset_scale(state["train_config"].get("dataset"))
-        shape = tuple(state["model_config"].get("img_size", ())) or None
+            intensity_scale = record.preprocessing.intensity_scale
+        shape = record.preprocessing.shape
 
         @torch.no_grad()
         def run(fixed: Path, moving: Path) -> np.ndarray:
@@ -60,7 +62,7 @@ class Registrar:
                 disp = model(*tensors).disp.float()
             return disp[0].permute(1, 2, 3, 0).cpu().numpy()
 
-        return cls(run, dev, state["method"])
+        return cls(run, dev, record.run.method)
 
     @classmethod
     def greedy(cls, config: dict[str, Any] | None = None) -> Registrar:
@@ -91,13 +93,6 @@ class Registrar:
             "peak_gpu_mib": peak_gpu_mib(self.device),
         }
         return disp, cost
-
-
-def _dataset_scale(dataset_json: str | None) -> float:
-    """The training dataset's ``intensity_scale`` (1 when unknown)."""
-    if dataset_json and Path(dataset_json).is_file():
-        return float(Dataset.load(dataset_json).raw.get("intensity_scale", 1.0))
-    return 1.0
 
 
 def register_pairs(registrar: Registrar, pairs: list[PairRecord], out_dir: str | Path, overwrite: bool = False) -> Path:
