@@ -105,7 +105,8 @@ def curves_figure(runs: Sequence[tuple[RunRecord, pd.DataFrame]]) -> Figure:
 
 def _panel(ax: Axes, record: RunRecord, df: pd.DataFrame) -> None:
     """One run: loss and validation against updates, the best epoch, the verdict in the title."""
-    ax.plot(df["updates"], df["loss"], color=_LOSS_COLOUR, linewidth=1.3)
+    few = len(df) <= 30  # markers while they do not clutter (a one-epoch run is a single point)
+    ax.plot(df["updates"], df["loss"], color=_LOSS_COLOUR, linewidth=1.3, marker="o" if few else None, markersize=3)
     ax.set_xlabel("optimiser updates")
     ax.set_ylabel("training loss", color=_LOSS_COLOUR)
     metric = _val_metric(record, df)
