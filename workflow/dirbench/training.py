@@ -290,9 +290,8 @@ class Trainer:
             assert pair.fixed.label is not None and pair.moving.label is not None
             moving_seg = self.cache.get(pair.moving.label, "label")
             fixed_seg = self.cache.get(pair.fixed.label, "label")
-            seg = torch.from_numpy(moving_seg)[None, None].to(self.device, torch.float32)
-            warped = warp(seg, disp, mode="nearest", padding_mode="zeros")[0, 0].round().int().cpu().numpy()
-            values.append(float(np.nanmean(metrics.dice(fixed_seg, moving_seg, warped, self.dataset.labels))))
+            warped = metrics.warp_labels(moving_seg, disp[0].cpu().numpy())  # the evaluator's warp
+            values.append(float(np.nanmean(metrics.compute_dice(fixed_seg, moving_seg, warped, self.dataset.labels))))
         self.model.train()
         return float(np.mean(values))
 
