@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from methods.config import Config
 from methods.registry import RegistrationOutput
 
 __all__ = ["ModelConfig", "RegistrationModel", "check_img_size", "check_pair"]
@@ -35,9 +36,10 @@ class RegistrationModel(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Base of the dataclass model configs: list fields become tuples on construction, :meth:`to_dict` turns
-    them back.
+class ModelConfig(Config):
+    """Base of the dataclass model configs, on the project's config base (:class:`methods.config.Config`: typed
+    :meth:`~methods.config.Config.from_dict`, :meth:`~methods.config.Config.to_dict`). Builders construct it
+    from keyword overrides directly, so list values become tuples here as well.
 
     ``model.config`` is ``model.cfg.to_dict()``: plain JSON / YAML types, so that
     ``methods.build(name, **model.config)`` rebuilds the same architecture from a checkpoint.
@@ -48,12 +50,6 @@ class ModelConfig:
             value = getattr(self, field.name)
             if isinstance(value, list):
                 object.__setattr__(self, field.name, tuple(value))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Constructor keyword arguments as plain Python (tuples → lists)."""
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in dataclasses.fields(self)
-        }
 
 
 def _size_problem(size: Sequence[int], divisor: int, min_side: int) -> str | None:

@@ -33,6 +33,9 @@ def test_model_config_turns_lists_into_tuples_and_back() -> None:
     cfg = Config(sizes=[3, 4])  # type: ignore[arg-type]  # YAML gives lists
     assert cfg.sizes == (3, 4) and hash(cfg) == hash(Config(sizes=(3, 4)))
     assert cfg.to_dict() == {"sizes": [3, 4], "name": "x"} and Config(**cfg.to_dict()) == cfg
+    assert Config.from_dict({"sizes": [5]}) == Config(sizes=(5,))  # the config base's typed reader
+    with pytest.raises(ValueError, match="sizess: unknown key; did you mean 'sizes'"):
+        Config.from_dict({"sizess": [5]})
 
 
 def test_check_img_size() -> None:
