@@ -335,3 +335,12 @@ def test_an_unknown_ground_truth_kind_is_a_one_line_error(tmp_path, truth_datase
     assert main([*batch(truth_dataset, "test", "initial", out), "--zero"]) == 1
     assert f"{truth_dataset}: unknown ground_truth 'oracle'; expected one of template_warps" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_help_renders_at_the_top_level_and_for_evaluate(capsys):
+    for argv in (["--help"], ["evaluate", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "evaluate" in out and "--no-progress" in out and "ic_error" in out

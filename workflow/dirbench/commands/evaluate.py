@@ -30,7 +30,7 @@ import argparse
 from pathlib import Path
 
 NAME = "evaluate"
-HELP = "Dice, HD95, SDlogJ, NDV, %|J|<=0, TRE, EPE and IC error of one pair (--json) or a pair list (--csv)"
+HELP = "Dice, HD95, SDlogJ, NDV, folded voxels, TRE, EPE and IC error of one pair (--json) or a pair list (--csv)"
 
 _EPILOG = """\
 modes:
