@@ -268,7 +268,7 @@ class Trainer:
         fixed_seg = self.cache.get(pair.fixed.label, "label")
         field = disp[0].permute(1, 2, 3, 0).cpu().numpy()
         warped = metrics.warp_labels(moving_seg, field)
-        return float(np.nanmean(metrics.dice(fixed_seg, moving_seg, warped, self.dataset.labels)))
+        return float(np.nanmean(metrics.compute_dice(fixed_seg, moving_seg, warped, self.dataset.labels)))
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
