@@ -40,6 +40,15 @@ def test_top_level_help_renders() -> None:
         assert f"    {name}" in proc.stdout
 
 
+def test_a_percent_sign_in_a_command_help_line_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argparse %-formats help strings; the CLI escapes each command's HELP, so any text is safe."""
+    import dirbench.commands.evaluate
+
+    monkeypatch.setattr(dirbench.commands.evaluate, "HELP", "Dice, NDV, %|J|<=0 (in %)")
+    text = build_parser().format_help()
+    assert "Dice, NDV, %|J|<=0 (in %)" in " ".join(text.split())
+
+
 @pytest.mark.parametrize("path", [p for p, _ in COMMANDS if p], ids=" ".join)
 def test_command_help_renders(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
