@@ -53,6 +53,7 @@ import pandas as pd
 
 from dirbench.errors import UserError
 from dirbench.io import atomic_path
+from dirbench.metrics import get_metric
 from dirbench.names import display_name
 from dirbench.run_record import RunId, RunRecord
 from dirbench.stats import ALPHA, ColumnMarks, column_marks
@@ -257,18 +258,25 @@ def format_params(total: int, encoder: int | None = None) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    """One metric column: how its mean (and SD) is printed and which direction is better."""
+    """One metric column: how its mean (and SD) is printed. The unit and the direction of improvement are
+    the metric's own (:func:`dirbench.metrics.get_metric`)."""
 
-    key: str  # CSV prefix; also the metric name in the evaluation CSVs
+    key: str  # CSV prefix; also the metric name in the evaluation CSVs and the metric registry
     name: str  # as printed in headers and notes
-    unit: str  # "" when unitless; "×100" for a scaled column
-    higher_is_better: bool
     decimals: int | None  # None: the NDV rule of format_ndv
-    scale: float = 1.0  # printed value = scale × the CSV value (SDlogJ ×100)
+    scale: float = 1.0  # printed value = scale × the CSV value (SDlogJ ×100, printed as the unit "×100")
     sd: str = ""  # "" mean only, "paren" → "m (s)", "pm" → "m ± s"
     dash_for_initial: bool = False  # meaningless for the zero field (SDlogJ, NDV)
     optional: bool = False  # shown only when some method has such rows
     inf_reason: str = ""  # why a case value can be infinite, for the footnote
+
+    @property
+    def higher_is_better(self) -> bool:
+        return get_metric(self.key).higher_is_better
+
+    @property
+    def unit(self) -> str:
+        return f"×{self.scale:g}" if self.scale != 1 else get_metric(self.key).unit
 
     def format(self, x: float) -> str:
         """A printed value: ``decimals`` fixed decimals, or the NDV rule (:func:`format_ndv`)."""
@@ -317,17 +325,17 @@ class Table:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (symbol, text) printed under the table
 
 
-DICE_PAREN = Column("dice", "Dice", "", True, 4, sd="paren")
-DICE_PM = Column("dice", "Dice", "", True, 4, sd="pm")
+DICE_PAREN = Column("dice", "Dice", 4, sd="paren")
+DICE_PM = Column("dice", "Dice", 4, sd="pm")
 _HD95_INF = "a label vanished after warping"
-HD95_PAREN = Column("hd95", "HD95", "mm", False, 2, sd="paren", inf_reason=_HD95_INF)
-HD95 = Column("hd95", "HD95", "mm", False, 4, inf_reason=_HD95_INF)
-SDLOGJ = Column("sdlogj", "SDlogJ", "×100", False, 2, 100.0, "paren", True)
-NDV_SIG = Column("ndv", "NDV", "%", False, None, dash_for_initial=True)
-NDV = Column("ndv", "NDV", "%", False, 4, dash_for_initial=True)
-TRE = Column("tre", "TRE", "mm", False, 4, optional=True)
-EPE = Column("epe", "EPE", "mm", False, 2, sd="paren", optional=True)
-ICE = Column("ic_error", "ICE", "mm", False, 2, sd="paren", optional=True)
+HD95_PAREN = Column("hd95", "HD95", 2, sd="paren", inf_reason=_HD95_INF)
+HD95 = Column("hd95", "HD95", 4, inf_reason=_HD95_INF)
+SDLOGJ = Column("sdlogj", "SDlogJ", 2, 100.0, "paren", True)
+NDV_SIG = Column("ndv", "NDV", None, dash_for_initial=True)
+NDV = Column("ndv", "NDV", 4, dash_for_initial=True)
+TRE = Column("tre", "TRE", 4, optional=True)
+EPE = Column("epe", "EPE", 2, sd="paren", optional=True)
+ICE = Column("ic_error", "ICE", 2, sd="paren", optional=True)
 
 _COLUMNS = {
     "table1": [DICE_PAREN, HD95_PAREN, SDLOGJ, NDV_SIG, EPE, ICE],
