@@ -39,7 +39,7 @@ def test_register_writes_the_inverse_field_and_evaluate_reports_ic_error(run, tm
     assert main(argv) == 0
     pairs = Dataset.load(dataset).pairs("test")
     state = load_checkpoint(checkpoint)
-    model = rebuild_model(state)
+    model = rebuild_model(state, checkpoint)
     for pair in pairs:
         inverse_path = out / pair.inverse_name
         assert inverse_path.is_file() and (out / pair.disp_name).is_file()
