@@ -441,7 +441,9 @@ class Trainer:
     def _finish(self) -> RunRecord:
         st, record = self.state, self.record
         record.status = "collapsed" if record.collapsed else "finished"
-        record.converged = health.converged(st.validations, self.val_metric == "dice", self.cfg.converge_tol)
+        record.converged = health.converged(
+            st.validations, self.val_metric == "dice", self.cfg.converge_tol, st.val_initial
+        )
         if not self.val_pairs:  # no validation pairs: the final weights are the result
             st.best_epoch = st.epoch
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
