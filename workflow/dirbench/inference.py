@@ -2,7 +2,10 @@
 
 Every displacement is written as ``[X, Y, Z, 3]`` float32 voxel units with the fixed image's affine
 (``dirbench.io.save_disp``); a batch over a pair list writes ``disp_{fixed}_{moving}.nii.gz`` (fixed id
-first, as LUMIR names them) and ``runtime.csv`` with each pair's wall time and peak memory.
+first, as LUMIR names them) and ``runtime.csv`` with each pair's wall time and peak memory. For a model that
+also returns its inverse field (``RegistrationOutput.inverse``: the inverse-consistent models), the batch
+writes it as ``inv_{fixed}_{moving}.nii.gz`` beside it: ``[X, Y, Z, 3]`` voxel units on the *moving* grid
+(fixed → moving pull-back), with the moving image's affine; the evaluation turns it into ``ic_error``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import numpy as np
 import torch
 
 from dirbench.checkpoint import load_checkpoint, rebuild_model
-from dirbench.dataset import Dataset, PairRecord
+from dirbench.dataset import PairRecord
 from dirbench.errors import UserError
 from dirbench.io import atomic_path, load_affine, load_image, save_disp
+from dirbench.run_record import RunRecord
 from dirbench.runtime import autocast, peak_gpu_mib, peak_rss_mib, pick_device
 
 __all__ = ["Registrar", "register_pairs"]
@@ -30,12 +34,13 @@ RUNTIME_COLUMNS = ["fixed", "moving", "seconds", "peak_rss_mib", "peak_gpu_mib"]
 
 @dataclass
 class Registrar:
-    """Registers one pair of image files into a displacement array ``[X, Y, Z, 3]``.
+    """Registers one pair of image files into a displacement array ``[X, Y, Z, 3]`` (and the inverse field
+    ``[X, Y, Z, 3]`` on the moving grid, or None, for models that do not return one).
 
     Build it with :meth:`from_checkpoint` (a trained network) or :meth:`greedy` (the classic baseline).
     """
 
-    register: Callable[[Path, Path], np.ndarray]
+    register: Callable[[Path, Path], tuple[np.ndarray, np.ndarray | None]]
     device: torch.device
     name: str
 
@@ -45,22 +50,27 @@ class Registrar:
     ) -> Registrar:
         dev = pick_device(device)
         state = load_checkpoint(checkpoint, map_location=dev)
-        model = rebuild_model(state, dev)
+        model = rebuild_model(state, checkpoint, dev)
+        record = RunRecord.from_checkpoint(state, checkpoint)
         if intensity_scale is None:
-            intensity_scale = _dataset_scale(state["train_config"].get("dataset"))
-        shape = tuple(state["model_config"].get("img_size", ())) or None
+            intensity_scale = record.preprocessing.intensity_scale
+        shape = record.preprocessing.shape
+
+        def as_array(field: torch.Tensor) -> np.ndarray:
+            """``[1, 3, X, Y, Z]`` → float32 ``[X, Y, Z, 3]``."""
+            return field[0].float().permute(1, 2, 3, 0).cpu().numpy()
 
         @torch.no_grad()
-        def run(fixed: Path, moving: Path) -> np.ndarray:
+        def run(fixed: Path, moving: Path) -> tuple[np.ndarray, np.ndarray | None]:
             tensors = [
                 torch.from_numpy(load_image(p, shape) * np.float32(intensity_scale))[None, None].to(dev)
                 for p in (moving, fixed)
             ]
             with autocast(dev, amp):
-                disp = model(*tensors).disp.float()
-            return disp[0].permute(1, 2, 3, 0).cpu().numpy()
+                out = model(*tensors)
+            return as_array(out.disp), None if out.inverse is None else as_array(out.inverse)
 
-        return cls(run, dev, state["method"])
+        return cls(run, dev, record.run.method)
 
     @classmethod
     def greedy(cls, config: dict[str, Any] | None = None) -> Registrar:
@@ -69,20 +79,21 @@ class Registrar:
 
         cfg = GreedyConfig.from_dict(config or {})
 
-        def run(fixed: Path, moving: Path) -> np.ndarray:
+        def run(fixed: Path, moving: Path) -> tuple[np.ndarray, None]:
             with tempfile.TemporaryDirectory(prefix="greedy-") as tmp:
                 warp_path = Path(tmp) / "warp.nii.gz"
                 run_greedy(fixed, moving, warp_path, cfg, log=Path(tmp) / "greedy.log")
-                return greedy_warp_to_disp(warp_path, load_affine(fixed))
+                return greedy_warp_to_disp(warp_path, load_affine(fixed)), None
 
         return cls(run, torch.device("cpu"), "greedy")
 
-    def __call__(self, fixed: Path, moving: Path) -> tuple[np.ndarray, dict[str, float]]:
-        """Register ``moving`` onto ``fixed``: the displacement and its cost (seconds, peak memory)."""
+    def __call__(self, fixed: Path, moving: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, float]]:
+        """Register ``moving`` onto ``fixed``: the displacement, the inverse field (or None) and the cost
+        (seconds, peak memory)."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
-        disp = self.register(Path(fixed), Path(moving))
+        disp, inverse = self.register(Path(fixed), Path(moving))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         cost = {
@@ -90,18 +101,12 @@ class Registrar:
             "peak_rss_mib": peak_rss_mib(),
             "peak_gpu_mib": peak_gpu_mib(self.device),
         }
-        return disp, cost
-
-
-def _dataset_scale(dataset_json: str | None) -> float:
-    """The training dataset's ``intensity_scale`` (1 when unknown)."""
-    if dataset_json and Path(dataset_json).is_file():
-        return float(Dataset.load(dataset_json).raw.get("intensity_scale", 1.0))
-    return 1.0
+        return disp, inverse, cost
 
 
 def register_pairs(registrar: Registrar, pairs: list[PairRecord], out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Register every pair into ``out_dir/disp_{fixed}_{moving}.nii.gz``; returns ``runtime.csv``'s path.
+    """Register every pair into ``out_dir/disp_{fixed}_{moving}.nii.gz`` (and ``inv_{fixed}_{moving}.nii.gz``
+    for a model that returns its inverse); returns ``runtime.csv``'s path.
 
     Pairs whose displacement already exists are skipped (unless ``overwrite``), so an interrupted batch
     resumes; their earlier runtime rows are kept.
@@ -119,7 +124,9 @@ def register_pairs(registrar: Registrar, pairs: list[PairRecord], out_dir: str |
         target = out_dir / pair.disp_name
         if target.exists() and not overwrite and (pair.fixed.id, pair.moving.id) in rows:
             continue
-        disp, cost = registrar(pair.fixed.image, pair.moving.image)
+        disp, inverse, cost = registrar(pair.fixed.image, pair.moving.image)
+        if inverse is not None:  # written first: a pair counts as done once its disp_ file exists
+            save_disp(out_dir / pair.inverse_name, inverse, load_affine(pair.moving.image))
         save_disp(target, disp, load_affine(pair.fixed.image))
         rows[(pair.fixed.id, pair.moving.id)] = {"fixed": pair.fixed.id, "moving": pair.moving.id, **cost}
         _write_runtime(runtime_path, rows.values())
