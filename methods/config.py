@@ -277,7 +277,7 @@ class Config:
                 parser.add_argument(flag, dest=name, type=_json_mapping, default=None, metavar="JSON",
                                     help=help_text)  # fmt: skip
             else:
-                parser.add_argument(flag, dest=name, type=str if kind is float else kind, default=None,
+                parser.add_argument(flag, dest=name, type=kind, default=None,
                                     choices=field.metadata.get("choices"), help=help_text)  # fmt: skip
 
     @classmethod

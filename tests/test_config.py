@@ -72,7 +72,7 @@ def test_flags_are_generated_with_help_and_parse_to_fields() -> None:
     assert set(helps) == {"name", "size", "rate", "mode", "limit", "flag", "extra"} and all(helps.values())
     args = parser.parse_args(["--size", "7", "8", "9", "--rate", "2e-3", "--no-flag", "--extra", '{"a": 1}'])
     given = Example.arguments_given(args)
-    assert given == {"size": [7, 8, 9], "rate": "2e-3", "flag": False, "extra": {"a": 1}}
+    assert given == {"size": [7, 8, 9], "rate": 2e-3, "flag": False, "extra": {"a": 1}}
     assert Example.from_dict({"name": "x", **given}).rate == 2e-3
     with pytest.raises(SystemExit):
         parser.parse_args(["--mode", "z"])

@@ -2,7 +2,8 @@
 
 Commands are discovered from :mod:`dirbench.commands` (one module per command, see its docstring).
 Errors that users can fix (bad files, bad arguments) are raised as :class:`dirbench.errors.UserError`
-and printed as one line on stderr with exit status 1, no traceback.
+and printed as one line on stderr with exit status 1, no traceback; a malformed command line is one line
+with exit status 2.
 """
 
 from __future__ import annotations
@@ -12,14 +13,23 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from dirbench import __version__, commands
 from dirbench.errors import UserError
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (with a pointer to ``--help``), not a usage dump: the
+    usage of ``dirbench train`` alone runs to thirty lines."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with one subparser per discovered command (groups for multi-word names)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dirbench",
         description="DIRBench: benchmark harness for unsupervised deformable registration of 3D brain MRI.",
     )

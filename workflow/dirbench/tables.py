@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from dirbench.errors import UserError
+from dirbench.evaluation import CSV_COLUMNS
 from dirbench.io import atomic_path
 from dirbench.metrics import get_metric
 from dirbench.names import display_name
@@ -59,7 +60,6 @@ from dirbench.run_record import RunId, RunRecord
 from dirbench.stats import ALPHA, ColumnMarks, column_marks
 
 __all__ = [
-    "EVAL_COLUMNS",
     "Cell",
     "Column",
     "Row",
@@ -83,8 +83,6 @@ __all__ = [
     "write_table",
 ]
 
-EVAL_COLUMNS = ["method", "dataset", "fixed", "moving", "metric", "label", "value"]
-KINDS = ("table1", "table_b2", "table_b3")
 #: Rows that take no part in the marks (the unregistered starting point).
 _UNMARKED = frozenset({"initial"})
 #: Methods without a training run (and without trainable parameters).
@@ -117,8 +115,8 @@ def read_eval_csvs(paths: Iterable[str | Path]) -> pd.DataFrame:
     frames = []
     for path in map(Path, paths):
         df = read_csv_strings(path)
-        if list(df.columns) != EVAL_COLUMNS:
-            raise UserError(f"{path}: expected columns {','.join(EVAL_COLUMNS)}, got {','.join(df.columns)}")
+        if list(df.columns) != list(CSV_COLUMNS):
+            raise UserError(f"{path}: expected columns {','.join(CSV_COLUMNS)}, got {','.join(df.columns)}")
         if df.empty:
             raise UserError(f"{path}: no rows")
         try:
@@ -337,11 +335,13 @@ TRE = Column("tre", "TRE", 4, optional=True)
 EPE = Column("epe", "EPE", 2, sd="paren", optional=True)
 ICE = Column("ic_error", "ICE", 2, sd="paren", optional=True)
 
+#: The table kinds and their metric columns (a new table: an entry here and an artefact in the config).
 _COLUMNS = {
     "table1": [DICE_PAREN, HD95_PAREN, SDLOGJ, NDV_SIG, EPE, ICE],
     "table_b2": [DICE_PM, HD95, TRE, NDV],
     "table_b3": [DICE_PM, HD95, TRE, NDV],
 }
+KINDS = tuple(_COLUMNS)
 
 
 def rule_text(alpha: float = ALPHA, underline: bool = True) -> str:
@@ -512,13 +512,16 @@ def build_table(
     records: Mapping[str, RunRecord] | None = None,
     caption: str | None = None,
     alpha: float = ALPHA,
+    note: str | None = None,
 ) -> Table:
-    """Build ``table1``, ``table_b2`` or ``table_b3`` from evaluation rows (:func:`read_eval_csvs`).
+    """Build a table of kind :data:`KINDS` (``table1``, ``table_b2``, ``table_b3``) from evaluation rows
+    (:func:`read_eval_csvs`).
 
     Rows follow the order in which the methods first appear (``table_b3``: the full set first, then
     decreasing training-set size). ``records`` (:func:`read_records`: method label → run record) give the
     parameter counts, the converged / collapsed footnotes and the full training-set size of ``table_b3``.
-    ``caption`` replaces the default first sentence; the marking rule is always appended.
+    ``caption`` replaces the default first sentence; ``note`` (how the numbers were made, e.g. "Demo data,
+    not the paper's protocol.") follows it; the marking rule is always appended.
     """
     if kind not in KINDS:
         raise UserError(f"unknown table kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -587,7 +590,7 @@ def build_table(
     if kind == "table1":
         headers.append(("Params (M)", "Params (M)"))
         keys.append("params")
-    sentences = [caption or default, *notes, rule_text(alpha, underline)]
+    sentences = [caption or default, note or "", *notes, rule_text(alpha, underline)]
     if underline:
         sentences.append(_threshold_text(columns, tests, alpha))
     return Table(kind, " ".join(s for s in sentences if s), row_header, headers, keys, rows, footnotes)

@@ -29,16 +29,20 @@ import torch
 
 import methods
 from dirbench.run_record import RunId
+from dirbench.tables import KINDS
 from dirbench.train_config import TrainConfig
 from methods.config import ConfigError
 from methods.greedy import GreedyConfig
 
-__all__ = ["ARTEFACT_TABLES", "NO_TRAINING", "check_config", "run_settings", "runs"]
+__all__ = ["ARTEFACT_OTHERS", "ARTEFACT_TABLES", "NO_TRAINING", "check_config", "run_settings", "runs"]
 
 #: Method labels that are rows of a table without a training run.
 NO_TRAINING = ("initial", "greedy")
-#: The table artefacts (one wildcard rule builds them).
-ARTEFACT_TABLES = ("table1", "table_b2", "table_b3")
+#: The table artefacts (one wildcard rule builds them): every kind of :mod:`dirbench.tables`.
+ARTEFACT_TABLES = KINDS
+#: Every other artefact.
+ARTEFACT_OTHERS = ("fig_b2_scaling", "fig_b2_trainsize", "fig_b3_qualitative", "dice_boxplot", "cost",
+                   "lumir_submission")  # fmt: skip
 
 _SUBSET_ALL = "all"
 
@@ -97,8 +101,21 @@ def _check_model(method: str, overrides: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: {err}") from None
 
 
+def _data_sources() -> list[str]:
+    """The sources ``dirbench data <source>`` knows: one ``dirbench.commands.data_<source>`` module each."""
+    import pkgutil
+
+    from dirbench import commands
+
+    return sorted(m.name.removeprefix("data_") for m in pkgutil.iter_modules(commands.__path__)
+                  if m.name.startswith("data_"))  # fmt: skip
+
+
 def _check_prepare(source: str, prepare: dict[str, Any], where: str) -> None:
-    """``prepare`` keys and values against the flags of ``dirbench data <source>``."""
+    """``source`` and its ``prepare`` keys and values against the flags of ``dirbench data <source>``."""
+    sources = _data_sources()
+    if source not in sources:
+        raise ConfigError(f"{where.rsplit('.', 1)[0]}.source: unknown source {source!r}; known: {', '.join(sources)}")
     command = importlib.import_module(f"dirbench.commands.data_{source}")
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
@@ -134,7 +151,12 @@ def check_config(config: dict[str, Any]) -> None:
                 _check_method(key, f"train.methods.{key}")
                 _check_model(key, layer.get("model", {}), f"train.methods.{key}.model")
     GreedyConfig.from_dict(config.get("greedy", {}), where="greedy")
+    known = [*ARTEFACT_TABLES, *ARTEFACT_OTHERS]
     for name, spec in config["artefacts"].items():
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+            raise ConfigError(f"artefacts.{name}: unknown artefact; {hint}")
         if not spec.get("activate"):
             continue
         place = f"artefacts.{name}"

@@ -2,6 +2,7 @@
 # A run is a dirbench.run_record.RunId (dataset, method, training-set subset, seed); its files live under
 # runs/, disp/ and eval/ at RunId.path ("dataset/method/subset").
 import json
+import shlex
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate

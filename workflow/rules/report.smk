@@ -12,13 +12,14 @@ rule table:
         table="|".join(ARTEFACT_TABLES),
     params:
         prefix=lambda w, output: os.path.splitext(output[0])[0],
+        note=lambda w: f"--note {shlex.quote(config['description'])}" if config.get("description") else "",
     log:
         f"{RESULTS}/logs/tables/{{table}}.log",
     conda:
         "../envs/dirbench.yaml"
     shell:
         "dirbench table --kind {wildcards.table} --csv {input.csv} --summary {input.summaries}"
-        " --out {params.prefix} > {log} 2>&1"
+        " {params.note} --out {params.prefix} > {log} 2>&1"
 
 
 rule learning_curves:

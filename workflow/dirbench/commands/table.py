@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dirbench.tables import KINDS
+
 NAME = "table"
 HELP = "write a results table (PREFIX.tex, PREFIX.table.tex, PREFIX.md, PREFIX.csv) from evaluation CSVs"
 
@@ -13,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kind",
         required=True,
-        choices=["table1", "table_b2", "table_b3"],
+        choices=KINDS,
         help="table1: OASIS-style; table_b2: LUMIR-style; table_b3: training-set sizes of one method",
     )
     p.add_argument(
@@ -35,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "parameter counts, not-converged / collapsed footnotes, table_b3's full training-set size",
     )
     p.add_argument("--caption", help="caption text (the marking rule is appended)")
+    p.add_argument("--note", help="a sentence appended to the caption: how the numbers were made (e.g. demo data)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the underline rule")
 
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must be in (0, 1), got {args.alpha}")
     df = read_eval_csvs(args.csv)
-    table = build_table(args.kind, df, read_records(args.summary), args.caption, args.alpha)
+    table = build_table(args.kind, df, read_records(args.summary), args.caption, args.alpha, args.note)
     for path in write_table(table, args.out):
         print(f"wrote {path}")
     return 0
