@@ -3,10 +3,11 @@
 A synthetic pair (smoothed noise inside an ellipsoid "head", the moving image a smoothly deformed copy) is
 written on a native grid: by default LIA at 1 mm with the checkpoint's field of view (OASIS as stored,
 e.g. 160×192×224 for a 160×224×192 RAS model), which maps onto the model grid by copying; ``--spacing
-1.2`` gives a 1.2 mm grid, which is resampled. It is registered ``--repeats`` times with
-:meth:`dirbench.inference.Registrar.from_checkpoint` (file reading, checks, mapping onto the model grid,
-the network, the field back onto the fixed grid) and, in the same run, the steps are timed one by one
-with the bare network on model-grid arrays as the reference. Medians are printed as JSON.
+1.2`` gives a 1.2 mm grid, which is resampled. It is registered ``--repeats`` times through
+:class:`dirbench.inference.Registrar` (file reading, checks, mapping onto the model grid, the network, the
+field back onto the fixed grid, as ``dirbench register --checkpoint`` does) and written; in the same run
+the steps are timed one by one, with the bare network on model-grid arrays (``network_s``) as the
+reference. Medians are printed as JSON.
 
 Usage::
 
@@ -31,9 +32,11 @@ from dirbench.field_formats import save_field
 from dirbench.inference import Registrar
 from dirbench.io import reorient
 from dirbench.native import NativePipeline
-from dirbench.run_record import RunRecord
+from dirbench.run_record import Preprocessing, RunRecord
 from dirbench.warp import warp_array
 from scipy.ndimage import gaussian_filter, zoom
+
+import methods
 
 
 def _pair(shape: tuple[int, int, int], spacing: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -54,16 +57,24 @@ def _pair(shape: tuple[int, int, int], spacing: float, seed: int = 0) -> tuple[n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a trained RUN_DIR/best.pt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a trained RUN_DIR/best.pt")
+    source.add_argument("--method", help="an untrained network of this method on a 160×224×192 1 mm RAS grid "
+                        "(the time does not depend on the weights)")
     parser.add_argument("--spacing", type=float, default=1.0, help="native voxel size in mm (LIA grid)")
     parser.add_argument("--repeats", type=int, default=3, help="timed registrations (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    state = load_checkpoint(args.checkpoint)
-    prep = RunRecord.from_checkpoint(state, args.checkpoint).preprocessing
-    model = rebuild_model(state, "cpu")
+    if args.checkpoint:
+        state = load_checkpoint(args.checkpoint)
+        prep = RunRecord.from_checkpoint(state, args.checkpoint).preprocessing
+        model, name = rebuild_model(state, "cpu"), state["method"]
+    else:
+        prep = Preprocessing(1.0, (160, 224, 192), (1.0, 1.0, 1.0))
+        model, name = methods.build(args.method, img_size=prep.shape).eval(), args.method
+    source = str(args.checkpoint or name)
     fixed, moving, affine = _pair(prep.shape, args.spacing)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
@@ -72,8 +83,8 @@ def main() -> None:
             nib.save(nib.Nifti1Image(lia, lia_affine), str(path := Path(tmp) / f"{name}.nii.gz"))
             paths.append(path)
         native_shape = nib.load(str(paths[0])).shape
-        registrar = Registrar.from_checkpoint(args.checkpoint, device="cpu", note=lambda _: None)
-        pipeline = NativePipeline(prep, str(args.checkpoint), note=lambda _: None)
+        pipeline = NativePipeline(prep, source, note=lambda _: None)
+        registrar = Registrar.from_model(model, prep, name, torch.device("cpu"), pipeline=pipeline)
         registrar(*paths)  # warm-up
         totals, steps = [], {"prepare_s": [], "network_s": [], "finish_s": [], "save_s": []}
         for _ in range(args.repeats):
@@ -95,7 +106,8 @@ def main() -> None:
             for key, dt in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 steps[key].append(dt)
     print(json.dumps({
-        "method": state["method"], "model_grid": list(prep.shape), "model_spacing_mm": list(prep.spacing),
+        "method": name, "checkpoint": str(args.checkpoint), "model_grid": list(prep.shape),
+        "model_spacing_mm": list(prep.spacing),
         "native_grid": list(native_shape), "native_spacing_mm": args.spacing, "native_orientation": "LIA",
         "threads": args.threads, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "load_average": os.getloadavg()[0], "repeats": args.repeats,

@@ -27,7 +27,7 @@ from dirbench.native import (
 )
 from dirbench.run_record import Preprocessing
 from dirbench.warp import warp_array
-from scipy.ndimage import gaussian_filter, map_coordinates
+from scipy.ndimage import affine_transform, gaussian_filter, map_coordinates
 
 from methods import RegistrationOutput
 
@@ -114,6 +114,21 @@ def test_reorientation_and_pad_crop_are_exact_copies(tmp_path: Path, rng: np.ran
     out = to_model(image, model_grid(image, PREP))
     assert np.array_equal(out[:, 2:46, :], big[3:43, :, 0:40])  # x cropped 3+3, y padded 2+2, z cropped 0+1
     assert not out[:, :2].any() and not out[:, 46:].any()
+
+    # The copy by indexing equals scipy's interpolation at the (integer) voxel positions, flips and shifts
+    # included, and an out-of-box field is continued with the nearest model voxel.
+    lps_big, lps_aff = reorient(big, affine("RAS", 1.0, big.shape, np.array([0.5, 0, 0])), "LPI")
+    image = NativeImage.load(save(tmp_path / "lps.nii.gz", lps_big, lps_aff))
+    grid = model_grid(image, PREP)
+    t = grid.to(image.grid)
+    expect = affine_transform(lps_big, t[:3, :3], t[:3, 3], output_shape=SHAPE, order=1, mode="constant")
+    assert np.array_equal(to_model(image, grid), expect)
+    v = rng.standard_normal((*SHAPE, 3)).astype(np.float32)
+    back = image.grid.to(grid)
+    jac = np.linalg.solve(image.grid.affine[:3, :3], grid.affine[:3, :3])
+    expect = np.stack([affine_transform(v[..., c], back[:3, :3], back[:3, 3], output_shape=big.shape, order=1,
+                                        mode="nearest") for c in range(3)], axis=-1) @ jac.T
+    np.testing.assert_allclose(field_to_native(v, grid, image.grid), expect, atol=1e-6)
 
 
 def test_centre_of_mass_centring(tmp_path: Path) -> None:

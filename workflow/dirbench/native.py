@@ -230,6 +230,34 @@ def model_grid(fixed: NativeImage, prep: Preprocessing, centre: str = "image") -
     return Grid(tuple(int(n) for n in prep.shape), affine)  # type: ignore[arg-type]
 
 
+def _sample(array: np.ndarray, t: np.ndarray, shape: tuple[int, ...], outside: str) -> np.ndarray:
+    """``out[y] = array[T y]`` on an output grid of ``shape``, for the 4×4 voxel map ``T``; float32.
+
+    Trailing axes of ``array`` beyond the first three are carried along. Where ``T`` is a signed
+    permutation with an integer offset the values are copied by indexing (exact and fast); otherwise they
+    are interpolated trilinearly. ``outside``: ``"zero"`` (0 outside the array) or ``"nearest"`` (the
+    nearest voxel's value).
+    """
+    if _signed_permutation(t):
+        lin, offset = np.round(t[:3, :3]).astype(int), np.round(t[:3, 3]).astype(int)
+        source = [int(np.flatnonzero(lin[:, i])[0]) for i in range(3)]  # array axis read along output axis i
+        index, valid = [], []
+        for i, j in enumerate(source):
+            x = lin[j, i] * np.arange(shape[i]) + offset[j]
+            valid.append((x >= 0) & (x < array.shape[j]))
+            index.append(np.clip(x, 0, array.shape[j] - 1))
+        out = np.transpose(array, [*source, *range(3, array.ndim)])[np.ix_(*index)].astype(np.float32)
+        if outside == "zero":
+            inside = valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
+            out[~inside] = 0.0
+        return out
+    mode = "constant" if outside == "zero" else "nearest"
+    if array.ndim == 3:
+        return affine_transform(array, t[:3, :3], t[:3, 3], output_shape=shape, output=np.float32, order=1,
+                                mode=mode, cval=0.0)
+    return np.stack([_sample(array[..., c], t, shape, outside) for c in range(array.shape[-1])], axis=-1)
+
+
 def to_model(image: NativeImage, grid: Grid) -> np.ndarray:
     """The image resampled onto ``grid`` (step 2): float32 ``grid.shape``, trilinear, 0 outside."""
     if image.grid.same_as(grid):
@@ -241,8 +269,7 @@ def to_model(image: NativeImage, grid: Grid) -> np.ndarray:
     sigma = np.sqrt(np.clip(ratio**2 - 1.0, 0.0, None)) * _FWHM_TO_SIGMA
     if (sigma > 1e-3).any():
         array = gaussian_filter(array, sigma, mode="constant", cval=0.0)
-    return affine_transform(array, t[:3, :3], t[:3, 3], output_shape=grid.shape, output=np.float32, order=1,
-                            mode="constant", cval=0.0)
+    return _sample(array, t, grid.shape, outside="zero")
 
 
 def field_to_native(v: np.ndarray, grid: Grid, fixed: Grid) -> np.ndarray:
@@ -252,11 +279,7 @@ def field_to_native(v: np.ndarray, grid: Grid, fixed: Grid) -> np.ndarray:
     """
     if grid.same_as(fixed):
         return v
-    t = fixed.to(grid)  # fixed voxel -> model voxel
-    sampled = np.empty((*fixed.shape, 3), np.float32)
-    for c in range(3):
-        sampled[..., c] = affine_transform(v[..., c], t[:3, :3], t[:3, 3], output_shape=fixed.shape,
-                                           output=np.float32, order=1, mode="nearest")
+    sampled = _sample(v, fixed.to(grid), fixed.shape, outside="nearest")  # fixed voxel -> model voxel
     jac = np.linalg.solve(fixed.affine[:3, :3], grid.affine[:3, :3]).astype(np.float32)
     return sampled @ jac.T
 
