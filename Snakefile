@@ -3,7 +3,7 @@
 #   snakemake --cores all --configfile workflow/config/demo.yaml # the same DAG on the offline demo data
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.17")  # earlier 9.x schedulers oversubscribe cores (snakemake#3913)
 
 
 # The paper's config is the default; a --configfile given on the command line replaces it (no merging).
@@ -22,6 +22,20 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     method=r"[a-z0-9\-]+",
     subset=r"all|\d+",
+
+
+# Light jobs that run on the submitting machine, also with the SLURM executor.
+localrules:
+    all,
+    run_config,
+    table,
+    learning_curves,
+    cost,
+    fig_b2_scaling,
+    fig_b2_trainsize,
+    fig_b3_qualitative,
+    dice_boxplot,
+    lumir_submission,
 
 
 include: "workflow/rules/data.smk"

@@ -69,8 +69,9 @@ def main() -> None:
 
     if args.checkpoint:
         state = load_checkpoint(args.checkpoint)
-        prep = RunRecord.from_checkpoint(state, args.checkpoint).preprocessing
-        model, name = rebuild_model(state, "cpu"), state["method"]
+        record = RunRecord.from_checkpoint(state, args.checkpoint)
+        prep, name = record.preprocessing, record.run.method
+        model = rebuild_model(state, args.checkpoint, "cpu")
     else:
         prep = Preprocessing(1.0, (160, 224, 192), (1.0, 1.0, 1.0))
         model, name = methods.build(args.method, img_size=prep.shape).eval(), args.method
@@ -89,7 +90,7 @@ def main() -> None:
         totals, steps = [], {"prepare_s": [], "network_s": [], "finish_s": [], "save_s": []}
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            disp, _ = registrar(*paths)
+            disp, _, _ = registrar(*paths)
             save_field(Path(tmp) / "disp.nii.gz", disp, nib.load(str(paths[0])).affine)
             totals.append(time.perf_counter() - t0)
 

@@ -164,6 +164,25 @@ class Config:
                 raise ConfigError(f"{_join(where, str(key))}: unknown key; {hint}")
 
     @classmethod
+    def check_partial(cls, data: dict[str, Any], where: str = "") -> None:
+        """Check the keys and value types of a partial mapping of fields (one layer of merged settings)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+        cls.check_keys(data, where)
+        fields = cls._fields()
+        for key, value in data.items():
+            cls._field_value(fields[key], value, _join(where, key))
+
+    @staticmethod
+    def _field_value(spec: tuple[dataclasses.Field, Any], value: Any, where: str) -> Any:
+        field, tp = spec
+        converted = _convert(tp, value, where)
+        choices = field.metadata.get("choices")
+        if choices is not None and converted not in choices:
+            raise ConfigError(f"{where}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        return converted
+
+    @classmethod
     def from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
         """Build from plain data: unknown keys and wrong types are :class:`ConfigError`\\ s naming ``where.key``.
 
@@ -176,13 +195,7 @@ class Config:
         fields = cls._fields()
         values = {}
         for key, value in data.items():
-            field, tp = fields[key]
-            choices = field.metadata.get("choices")
-            values[key] = _convert(tp, value, _join(where, key))
-            if choices is not None and values[key] not in choices:
-                raise ConfigError(
-                    f"{_join(where, key)}: expected one of {', '.join(map(repr, choices))}, got {value!r}"
-                )
+            values[key] = cls._field_value(fields[key], value, _join(where, key))
         missing = [k for k, (f, _) in fields.items() if k not in values and f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING]  # fmt: skip
         if missing:
@@ -250,8 +263,10 @@ class Config:
             default = field.default if field.default is not dataclasses.MISSING else None
             if default is not None and not isinstance(default, dict | list | tuple):
                 help_text += f" (default: {default})"
-            base = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-            kind, origin = base[0], typing.get_origin(base[0])
+            kind = tp
+            if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None: the flag takes an X
+                kind = next(a for a in typing.get_args(tp) if a is not type(None))
+            origin = typing.get_origin(kind)
             if kind is bool:
                 parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                     help=help_text)  # fmt: skip

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from methods.base import check_img_size, check_pair
 from methods.blocks import ENCODER_CHANNELS, DPEncoder, ResidualBlock, flow_head
 from methods.correlation import correlation
 from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, register
@@ -58,8 +59,6 @@ __all__ = [
     "DPNet",
     "LevelOutput",
     "at_least_float32",
-    "check_img_size",
-    "check_pair",
     "conv_decoder_input",
     "conv_input_channels",
 ]
@@ -83,32 +82,6 @@ def at_least_float32(t: torch.Tensor) -> torch.Tensor:
     which bf16 cannot resolve to better than a voxel at 160 … 224 voxels.
     """
     return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def _size_problem(size: Sequence[int], divisor: int, min_side: int) -> str | None:
-    if len(size) != 3 or any(n < max(min_side, 1) or n % divisor for n in size):
-        return f"3 sides divisible by {divisor}" + (f" and at least {min_side}" if min_side > divisor else "")
-    return None
-
-
-def check_img_size(img_size: Sequence[int], divisor: int = 16, min_side: int = 16) -> tuple[int, int, int]:
-    """Validate a 3-D image size (sides divisible by ``divisor``, at least ``min_side``); return a tuple."""
-    size = tuple(int(n) for n in img_size)
-    problem = _size_problem(size, divisor, min_side)
-    if problem:
-        raise ValueError(f"img_size must have {problem}, got {tuple(img_size)}")
-    return size  # type: ignore[return-value]
-
-
-def check_pair(moving: torch.Tensor, fixed: torch.Tensor, divisor: int = 16, min_side: int = 16) -> None:
-    """Validate network inputs: two ``[B, 1, X, Y, Z]`` images with sides as in :func:`check_img_size`."""
-    for name, t in (("moving", moving), ("fixed", fixed)):
-        problem = "[B, 1, X, Y, Z]" if t.dim() != 5 or t.shape[1] != 1 else None
-        problem = problem or _size_problem(t.shape[2:], divisor, min_side)
-        if problem:
-            raise ValueError(f"{name} image must be {problem}; got shape {tuple(t.shape)}")
-    if moving.shape != fixed.shape:
-        raise ValueError(f"moving {tuple(moving.shape)} and fixed {tuple(fixed.shape)} differ in shape")
 
 
 def conv_input_channels(inputs: str, channels: int) -> int:
@@ -230,7 +203,7 @@ class DPNet(nn.Module):
         ``D_k(…)`` and the accumulated field ``u_k``, both ``[B, 3, X/2^k, Y/2^k, Z/2^k]`` in voxels of
         level ``k``; the last entry's ``total`` is the model's output.
         """
-        check_pair(moving, fixed)
+        check_pair(moving, fixed, 16, 16)
         # one encoder pass on the pair stacked along the batch (InstanceNorm is per sample: same result)
         feats_m, feats_f = zip(*(f.chunk(2) for f in self.encoder(torch.cat([moving, fixed]))), strict=True)
         top = len(self.levels) - 1

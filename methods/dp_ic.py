@@ -59,10 +59,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from methods.base import check_img_size
 from methods.blocks import ENCODER_CHANNELS, DPEncoder
 from methods.bspline import bspline_upsample
 from methods.correlation import OFFSETS, correlation
-from methods.dp import DECODER_WIDTHS, ConvDecoderLevel, check_img_size
+from methods.dp import DECODER_WIDTHS, ConvDecoderLevel
 from methods.inversion import BACKWARD_SOLVER, FORWARD_SOLVER, SolverSettings, invert_displacement
 from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, register
 from methods.spatial import compose, identity_grid, warp

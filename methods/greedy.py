@@ -22,12 +22,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+from methods.config import Config, setting
 
 __all__ = [
     "GreedyConfig",
@@ -51,66 +52,37 @@ class GreedyError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class GreedyConfig:
+class GreedyConfig(Config):
     """Greedy's deformable-registration options (defaults: Jena et al., as used by Liu et al. 2025).
 
-    Attributes:
-        metric: ``-m`` metric name: ``WNCC``, ``NCC``, ``SSD``, ``MI``, ``NMI`` or ``MAHAL``.
-        metric_radius: patch radius in voxels for NCC/WNCC, e.g. ``"2x2x2"``; ``None`` for the others.
-        iterations: ``-n`` iterations per multi-resolution level, coarse to fine, e.g. ``"100x100x40"``.
-        smoothing: ``-s`` (sigma of the update-field smoothing, sigma of the warp smoothing), with units
-            ``mm`` or ``vox``.
-        threads: ``-threads N``; ``None`` lets Greedy use all cores.
-        warp_precision: ``-wp``: precision in voxels to which Greedy rounds the saved warp; ``None`` keeps
-            Greedy's default (0.1 voxel), ``0`` writes it unrounded.
-        executable: the Greedy command (a name looked up on ``PATH`` and beside this Python, or a path).
-        extra_args: further arguments appended verbatim, e.g. ``("-noise", "0")`` for repeatable runs.
+    Every field's help text says what it sets; :class:`methods.config.Config` gives ``from_dict`` (typed,
+    errors naming the key), ``to_dict`` and the command-line flags.
     """
 
-    metric: str = "WNCC"
-    metric_radius: str | None = "2x2x2"
-    iterations: str = "100x100x40"
-    smoothing: tuple[str, str] = ("1.5mm", "0.5mm")
-    threads: int | None = None
-    warp_precision: float | None = None
-    executable: str = "greedy"
-    extra_args: tuple[str, ...] = ()
+    metric: str = setting("WNCC", "-m: similarity metric", tuple(sorted(_METRICS)))
+    metric_radius: str | None = setting("2x2x2", "patch radius in voxels for NCC / WNCC, e.g. 2x2x2; null for others")
+    iterations: str = setting("100x100x40", "-n: iterations per multi-resolution level, coarse to fine")
+    smoothing: tuple[str, str] = setting(
+        ("1.5mm", "0.5mm"), "-s: sigmas of the update-field and warp smoothing, with units mm or vox"
+    )
+    threads: int | None = setting(None, "-threads N (default: all cores)")
+    warp_precision: float | None = setting(
+        None, "-wp: precision in voxels of the saved warp (default Greedy's 0.1 voxel; 0: unrounded)"
+    )
+    executable: str = setting("greedy", "the Greedy command (a name on PATH or beside this Python, or a path)")
+    extra_args: tuple[str, ...] = setting((), "further arguments appended verbatim, e.g. [-noise, 0]")
 
     def __post_init__(self) -> None:
         # Greedy silently falls back to SSD for an unknown metric name, so check the name here.
         if self.metric not in _METRICS:
-            raise ValueError(f"GreedyConfig.metric: unknown metric {self.metric!r}; use one of {sorted(_METRICS)}")
+            raise ValueError(f"metric: unknown metric {self.metric!r}; use one of {sorted(_METRICS)}")
         if (self.metric in _METRICS_WITH_RADIUS) != (self.metric_radius is not None):
             need = "needs" if self.metric in _METRICS_WITH_RADIUS else "takes no"
-            raise ValueError(f"GreedyConfig.metric_radius: metric {self.metric} {need} a radius")
-        if len(self.smoothing) != 2:
-            raise ValueError(f"GreedyConfig.smoothing: need two sigmas, got {self.smoothing!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or int(self.threads) < 1):
-            raise ValueError(f"GreedyConfig.threads: need a positive integer or None, got {self.threads!r}")
+            raise ValueError(f"metric_radius: metric {self.metric} {need} a radius")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads: need a positive integer or null, got {self.threads!r}")
         if self.warp_precision is not None and self.warp_precision < 0:
-            raise ValueError(f"GreedyConfig.warp_precision: need >= 0 or None, got {self.warp_precision!r}")
-        object.__setattr__(self, "smoothing", tuple(str(s) for s in self.smoothing))
-        object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-YAML/JSON form (tuples as lists)."""
-        out = asdict(self)
-        out["smoothing"] = list(self.smoothing)
-        out["extra_args"] = list(self.extra_args)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GreedyConfig:
-        """Inverse of :meth:`to_dict`; missing keys take the defaults, unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"GreedyConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        values = dict(data)
-        for key in ("smoothing", "extra_args"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+            raise ValueError(f"warp_precision: need >= 0 or null, got {self.warp_precision!r}")
 
 
 def build_command(fixed_path: PathLike, moving_path: PathLike, out_warp_path: PathLike, config: GreedyConfig,

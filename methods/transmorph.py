@@ -51,9 +51,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from methods.base import ModelConfig, check_pair
 from methods.blocks import flow_head
 from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, register
-from methods.voxelmorph import ModelConfig, check_pair
 
 __all__ = [
     "DropPath",

@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.dp import LevelOutput, at_least_float32, check_img_size, check_pair
+from methods.base import check_img_size, check_pair
+from methods.dp import LevelOutput, at_least_float32
 from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, register
 from methods.spatial import identity_grid, warp
 from methods.vfa_attention import ProjectedAttention

@@ -26,8 +26,6 @@ name              encoder              decoder                             param
 ``voxelmorph-l``  32, 64, 128, 256     320, 320, 256, 128, 64, 64, 64       11,347,747
 ================  ===================  ==================================  ===========
 
-This module also holds :class:`ModelConfig` (the serialisable dataclass base of the baseline configs) and
-:func:`check_pair` (input validation), which :mod:`methods.transmorph` reuses.
 """
 
 from __future__ import annotations
@@ -39,45 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.base import ModelConfig, check_pair
 from methods.blocks import flow_head
 from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, register
 
-__all__ = ["VARIANTS", "ModelConfig", "VoxelMorph", "VoxelMorphConfig", "check_pair"]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Base of the model configs: list fields become tuples on construction, :meth:`to_dict` turns them back.
-
-    ``model.config`` is ``model.cfg.to_dict()``: plain JSON / YAML types, so that
-    ``methods.build(name, **model.config)`` rebuilds the same architecture from a checkpoint.
-    """
-
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, list):
-                object.__setattr__(self, field.name, tuple(value))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Constructor keyword arguments as plain Python (tuples → lists)."""
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in dataclasses.fields(self)
-        }
-
-
-def check_pair(moving: torch.Tensor, fixed: torch.Tensor, multiple: int) -> None:
-    """Raise ``ValueError`` unless ``moving`` and ``fixed`` are equal-shaped ``[B, 1, X, Y, Z]`` with every side
-    divisible by ``multiple``. (The baselines are fully convolutional: ``img_size`` is validated and
-    recorded at construction, and any input of an admissible size is accepted.)
-    """
-    for name, t in (("moving", moving), ("fixed", fixed)):
-        if t.dim() != 5 or t.shape[1] != 1 or any(n % multiple for n in t.shape[2:]):
-            raise ValueError(
-                f"{name} image has shape {tuple(t.shape)}; expected [B, 1, X, Y, Z] with sides divisible by {multiple}"
-            )
-    if moving.shape != fixed.shape:
-        raise ValueError(f"moving {tuple(moving.shape)} and fixed {tuple(fixed.shape)} shapes differ")
+__all__ = ["VARIANTS", "VoxelMorph", "VoxelMorphConfig"]
 
 
 @dataclasses.dataclass(frozen=True)

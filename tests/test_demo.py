@@ -16,7 +16,7 @@ from dirbench import cli
 from dirbench.data import demo
 from dirbench.dataset import Dataset
 from dirbench.errors import UserError
-from dirbench.io import load_disp, load_image, load_labels
+from dirbench.io import load_disp, load_image, load_labels, save_disp
 from dirbench.warp import warp_array
 from scipy import ndimage
 
@@ -172,6 +172,7 @@ def test_majority_label_warp_matches_one_hot_interpolation(rng: np.random.Genera
 def test_dataset_json_loads_and_pairs_resolve(generated: Path) -> None:
     ds = Dataset.load(generated / "dataset.json")
     assert ds.name == "demo" and ds.labels == LABEL_IDS and ds.spacing == (SPACING,) * 3
+    assert ds.ground_truth == "template_warps"  # the evaluation reports epe
     assert all(n % 16 == 0 for n in ds.shape) and ds.raw["seed"] == 3
     assert demo.split_sizes(8) == (4, 2, 2) and demo.split_sizes(24) == (16, 3, 5)
     assert [r.id for r in ds.training] == ["0001", "0002", "0003", "0004"]
@@ -226,6 +227,27 @@ def test_true_pair_disp_recovers_the_fixed_subject(generated: Path, template: de
         assert tre < min(0.6, 0.7 * centroid_error(f_lmk, m_lmk))
         f_img, m_img = load_image(index[fixed].image), load_image(index[moving].image)
         assert np.mean((warp_array(m_img, u) - f_img) ** 2) < 0.5 * np.mean((m_img - f_img) ** 2)
+
+
+def test_evaluate_reports_epe_against_the_true_field(generated: Path, tmp_path: Path) -> None:
+    """``dirbench evaluate`` on demo pairs writes epe rows: the zero field gives the mean true displacement (mm)
+    inside the fixed brain, the true field itself gives 0."""
+    ds = Dataset.load(generated / "dataset.json")
+    (pair,) = ds.pairs("test")
+    truth = demo.true_pair_disp(ds, pair.fixed.id, pair.moving.id)
+    brain = load_labels(pair.fixed.label) > 0
+    disp_dir = tmp_path / "true"
+    save_disp(disp_dir / pair.disp_name, truth, np.diag([SPACING] * 3 + [1.0]))
+    epe = {}
+    for method, source in (("initial", ["--zero"]), ("truth", ["--disp-dir", str(disp_dir)])):
+        out = tmp_path / f"{method}.csv"
+        argv = ["evaluate", "--pairs", f"{generated / 'dataset.json'}:test", *source, "--method", method,
+                "--csv", str(out)]  # fmt: skip
+        assert cli.main(argv) == 0
+        epe[method] = [float(line.split(",")[-1]) for line in out.read_text().splitlines() if ",epe," in line]
+    mean_true_mm = float(np.linalg.norm(truth[brain].astype(np.float64), axis=1).mean()) * SPACING
+    assert epe["initial"] == [pytest.approx(mean_true_mm, rel=1e-6)] and mean_true_mm > 2.0
+    assert epe["truth"] == [0.0]
 
 
 def test_true_pair_disp_rejects_unknown_ids(generated: Path) -> None:

@@ -161,7 +161,7 @@ def test_orientation_and_spacing_invariance(tmp_path: Path) -> None:
     ras = affine("RAS", 1.0, SHAPE, centre)
     fixed_a = save(tmp_path / "fixed_ras.nii.gz", render(SHAPE, ras, False), ras)
     moving_a = save(tmp_path / "moving_ras.nii.gz", render(SHAPE, ras, True), ras)
-    disp_a, _ = registrar(fixed_a, moving_a)
+    disp_a, _, _ = registrar(fixed_a, moving_a)
     assert not notes  # on the model grid: nothing resampled
 
     lia_shape = (34, 34, 40)  # L-R 40 mm, I-S 40 mm, P-A 48 mm at 1.2 mm
@@ -170,7 +170,7 @@ def test_orientation_and_spacing_invariance(tmp_path: Path) -> None:
     lpi = affine("LPI", 1.1, lpi_shape, centre + np.array([1.3, -0.7, 0.4]))
     fixed_b = save(tmp_path / "fixed_lia.nii.gz", render(lia_shape, lia, False), lia)
     moving_b = save(tmp_path / "moving_lpi.nii.gz", render(lpi_shape, lpi, True), lpi)
-    disp_b, _ = registrar(fixed_b, moving_b)
+    disp_b, _, _ = registrar(fixed_b, moving_b)
     assert disp_b.shape == (*lia_shape, 3) and len(notes) == 2 and "LIA" in notes[0] and "LPI" in notes[1]
 
     # Compare at the RAS grid's voxels 4 mm or more inside both fixed boxes.
@@ -192,7 +192,8 @@ def test_orientation_and_spacing_invariance(tmp_path: Path) -> None:
 
     # Orientation alone changes nothing: the same 1.2 mm pair stored RAS gives the same deformation.
     ras12 = affine("RAS", 1.2, (34, 40, 34), centre)
-    disp_c, _ = registrar(save(tmp_path / "fixed_ras12.nii.gz", render((34, 40, 34), ras12, False), ras12), moving_b)
+    fixed_c = save(tmp_path / "fixed_ras12.nii.gz", render((34, 40, 34), ras12, False), ras12)
+    disp_c, _, _ = registrar(fixed_c, moving_b)
     np.testing.assert_allclose(physical(disp_c, ras12, points), d_b, atol=1e-4)
 
 

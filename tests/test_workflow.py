@@ -35,7 +35,8 @@ def test_paper_dag_lists_every_job(tmp_path: Path) -> None:
     # 11 Table-1 methods + 3 extra scaling sizes on OASIS and 10 new training subsets; 10 Table-B2 methods
     # + 7 Table-B3 subsets on LUMIR.
     assert int(counts["train"]) == 43
-    assert int(counts["register_greedy"]) == 1 and int(counts["total"]) == 188
+    assert int(counts["learning_curves"]) == 3  # one per table
+    assert int(counts["register_greedy"]) == 1 and int(counts["total"]) == 191
 
 
 def test_config_schema_rejects_unknown_keys(tmp_path: Path) -> None:

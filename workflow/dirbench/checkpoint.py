@@ -1,9 +1,9 @@
 """Self-describing checkpoints: a model can be rebuilt from its checkpoint alone.
 
-A checkpoint holds the method name and its ``model.config``, the run config, the weights, the optimiser
-and scheduler states, the position in training (epoch, step within the epoch, updates, samples), the RNG
-states, the per-epoch history and the best validation result. ``last.pt`` is rewritten atomically every
-epoch (and on SIGTERM / SIGINT); ``best.pt`` whenever validation improves.
+A checkpoint holds the run record (:mod:`dirbench.run_record`: the method, its model configuration, the
+training settings, the preprocessing), the weights, the optimiser and scheduler states, the position in
+training and the RNG states (:mod:`dirbench.training.state`). ``last.pt`` is rewritten atomically every
+epoch (and on SIGTERM / SIGINT); ``best.pt`` whenever validation improves, and once more at the end.
 """
 
 from __future__ import annotations
@@ -44,8 +44,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def rebuild_model(state: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The trained model of a checkpoint: ``methods.build(method, **model_config)`` + its weights."""
-    model = methods.build(state["method"], **state["model_config"])
+def rebuild_model(state: dict[str, Any], path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The trained model of checkpoint ``state`` (read from ``path``): its run record's method and model
+    configuration (``methods.build(method, **model)``) with its weights."""
+    from dirbench.run_record import RunRecord
+
+    record = RunRecord.from_checkpoint(state, path)
+    model = methods.build(record.run.method, **record.model)
     model.load_state_dict(state["model"])
     return model.to(device).eval()

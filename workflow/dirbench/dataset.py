@@ -7,6 +7,7 @@ The demo data, OASIS and LUMIR all take this one shape::
       "tensorImageShape": {"0": [160, 224, 192]},
       "spacing": [1.0, 1.0, 1.0],                    # mm, optional (default 1 mm)
       "labels": {"1": "Left-Cerebral-WM", ...},       # evaluated label ids (empty: no labels)
+      "ground_truth": "template_warps",               # optional: the pairs' true displacements are known
       "training": [{"image": "./imagesTr/img0001.nii.gz", "label": "...", "landmarks": "..."}],
       "images":   [{"image": "./imagesTs/img0004.nii.gz", "label": "..."}],   # non-training images
       "validation": [{"fixed": "./...", "moving": "./..."}],                  # named pair lists
@@ -18,6 +19,13 @@ index built from ``training`` and ``images``; a pair entry may also carry ``fixe
 ``moving_label`` / ``fixed_landmarks`` / ``moving_landmarks`` itself. An image's id is the first run
 of digits in its file name (``img0004.nii.gz`` → ``0004``, ``LUMIRMRI_3455_0000.nii.gz`` → ``3455``),
 which names displacement files ``disp_{fixed}_{moving}.nii.gz`` as LUMIR does.
+
+``ground_truth`` declares that the true displacement of every pair is known, and how
+(:data:`GROUND_TRUTH_KINDS`); the evaluation then reports the end-point error ``epe``. The one kind,
+``"template_warps"`` (the synthetic demo data, :mod:`dirbench.data.demo`): every image entry also has
+``warp`` and ``inverse_warp`` (``[X, Y, Z, 3]`` voxel fields to and from a shared template), and the true
+pair displacement is their composition (:func:`dirbench.data.demo.true_pair_disp`). Real data (OASIS,
+LUMIR) have no ground truth and omit the key.
 """
 
 from __future__ import annotations
@@ -30,9 +38,12 @@ from typing import Any
 
 from dirbench.errors import UserError
 
-__all__ = ["Dataset", "ImageRecord", "PairRecord", "image_id", "parse_pair_spec"]
+__all__ = ["GROUND_TRUTH_KINDS", "Dataset", "ImageRecord", "PairRecord", "image_id", "parse_pair_spec"]
 
 _ID = re.compile(r"(\d+)")
+
+#: The values of ``"ground_truth"`` in ``dataset.json`` (see the module docstring).
+GROUND_TRUTH_KINDS: tuple[str, ...] = ("template_warps",)
 
 
 def image_id(path: str | Path) -> str:
@@ -65,6 +76,11 @@ class PairRecord:
     def disp_name(self) -> str:
         """``disp_{fixed}_{moving}.nii.gz``, fixed id first (LUMIR naming)."""
         return f"disp_{self.fixed.id}_{self.moving.id}.nii.gz"
+
+    @property
+    def inverse_name(self) -> str:
+        """``inv_{fixed}_{moving}.nii.gz``: the inverse field (on the moving grid) of an inverse-consistent model."""
+        return f"inv_{self.fixed.id}_{self.moving.id}.nii.gz"
 
 
 @dataclass
@@ -109,6 +125,15 @@ class Dataset:
     def spacing(self) -> tuple[float, float, float]:
         """Voxel spacing in mm (default 1 mm isotropic, as OASIS and LUMIR)."""
         return tuple(float(s) for s in self.raw.get("spacing", (1.0, 1.0, 1.0)))  # type: ignore[return-value]
+
+    @property
+    def ground_truth(self) -> str | None:
+        """How the pairs' true displacements are known (:data:`GROUND_TRUTH_KINDS`), or None (real data)."""
+        kind = self.raw.get("ground_truth")
+        if kind is not None and kind not in GROUND_TRUTH_KINDS:
+            expected = ", ".join(GROUND_TRUTH_KINDS)
+            raise UserError(f"{self.path}: unknown ground_truth {kind!r}; expected one of {expected} (or no key)")
+        return kind
 
     @property
     def labels(self) -> list[int]:

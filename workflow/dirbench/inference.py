@@ -2,7 +2,10 @@
 
 Every displacement is written as ``[X, Y, Z, 3]`` float32 voxel units with the fixed image's affine
 (``dirbench.io.save_disp``); a batch over a pair list writes ``disp_{fixed}_{moving}.nii.gz`` (fixed id
-first, as LUMIR names them) and ``runtime.csv`` with each pair's wall time and peak memory.
+first, as LUMIR names them) and ``runtime.csv`` with each pair's wall time and peak memory. For a model that
+also returns its inverse field (``RegistrationOutput.inverse``: the inverse-consistent models), the batch
+writes it as ``inv_{fixed}_{moving}.nii.gz`` beside it: ``[X, Y, Z, 3]`` voxel units on the *moving* grid
+(fixed → moving pull-back), with the moving image's affine; the evaluation turns it into ``ic_error``.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ RUNTIME_COLUMNS = ["fixed", "moving", "seconds", "peak_rss_mib", "peak_gpu_mib"]
 
 @dataclass
 class Registrar:
-    """Registers one pair of image files into a displacement array ``[X, Y, Z, 3]``.
+    """Registers one pair of image files into a displacement array ``[X, Y, Z, 3]`` (and the inverse field
+    ``[X, Y, Z, 3]`` on the moving grid, or None, for models that do not return one).
 
     Build it with :meth:`from_checkpoint` (a trained network) or :meth:`greedy` (the classic baseline).
     """
 
-    register: Callable[[Path, Path], np.ndarray]
+    register: Callable[[Path, Path], tuple[np.ndarray, np.ndarray | None]]
     device: torch.device
     name: str
 
@@ -52,9 +56,10 @@ class Registrar:
         """
         dev = pick_device(device)
         state = load_checkpoint(checkpoint, map_location=dev)
-        prep = RunRecord.from_checkpoint(state, checkpoint).preprocessing
-        model = rebuild_model(state, dev)
-        return cls.from_model(model, prep, state["method"], dev, amp, NativePipeline(prep, str(checkpoint), **native))
+        record = RunRecord.from_checkpoint(state, checkpoint)
+        model = rebuild_model(state, checkpoint, dev)
+        pipeline = NativePipeline(record.preprocessing, str(checkpoint), **native)
+        return cls.from_model(model, record.preprocessing, record.run.method, dev, amp, pipeline)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, prep: Preprocessing, name: str, device: torch.device,
@@ -62,19 +67,24 @@ class Registrar:
         """Register native images with ``model`` (in eval mode on ``device``) through the native pipeline.
 
         The pair is mapped onto the model's grid, registered, and the displacement mapped back onto the
-        fixed image's grid (:mod:`dirbench.native`); images already on the training grid pass through
-        untouched.
+        fixed image's grid, the inverse field (if the model gives one) onto the moving image's grid
+        (:mod:`dirbench.native`); images already on the training grid pass through untouched.
         """
         pipeline = pipeline or NativePipeline(prep, name)
 
+        def as_array(field: torch.Tensor) -> np.ndarray:
+            """``[1, 3, X, Y, Z]`` → float32 ``[X, Y, Z, 3]``."""
+            return field[0].float().permute(1, 2, 3, 0).cpu().numpy()
+
         @torch.no_grad()
-        def run(fixed: Path, moving: Path) -> np.ndarray:
+        def run(fixed: Path, moving: Path) -> tuple[np.ndarray, np.ndarray | None]:
             pair = pipeline.prepare(fixed, moving)
             tensors = [torch.from_numpy(np.ascontiguousarray(a))[None, None].to(device)
                        for a in (pair.moving, pair.fixed)]
             with autocast(device, amp):
-                disp = model(*tensors).disp.float()
-            return pipeline.finish(disp[0].permute(1, 2, 3, 0).cpu().numpy(), pair)
+                out = model(*tensors)
+            disp = pipeline.finish(as_array(out.disp), pair)
+            return disp, None if out.inverse is None else pipeline.finish_inverse(as_array(out.inverse), pair)
 
         return cls(run, device, name)
 
@@ -88,23 +98,24 @@ class Registrar:
 
         cfg = GreedyConfig.from_dict(config or {})
 
-        def run(fixed: Path, moving: Path) -> np.ndarray:
+        def run(fixed: Path, moving: Path) -> tuple[np.ndarray, None]:
             fixed_grid = NativeImage.load(fixed).grid
             NativeImage.load(moving)
             with tempfile.TemporaryDirectory(prefix="greedy-") as tmp:
                 warp_path = Path(tmp) / "warp.nii.gz"
                 run_greedy(fixed, moving, warp_path, cfg, log=Path(tmp) / "greedy.log")
                 # Moving affine = fixed affine: u in fixed voxel units, whatever the moving grid (dirbench.native).
-                return greedy_warp_to_disp(warp_path, fixed_grid.affine)
+                return greedy_warp_to_disp(warp_path, fixed_grid.affine), None
 
         return cls(run, torch.device("cpu"), "greedy")
 
-    def __call__(self, fixed: Path, moving: Path) -> tuple[np.ndarray, dict[str, float]]:
-        """Register ``moving`` onto ``fixed``: the displacement and its cost (seconds, peak memory)."""
+    def __call__(self, fixed: Path, moving: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, float]]:
+        """Register ``moving`` onto ``fixed``: the displacement, the inverse field (or None) and the cost
+        (seconds, peak memory)."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
-        disp = self.register(Path(fixed), Path(moving))
+        disp, inverse = self.register(Path(fixed), Path(moving))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         cost = {
@@ -112,12 +123,13 @@ class Registrar:
             "peak_rss_mib": peak_rss_mib(),
             "peak_gpu_mib": peak_gpu_mib(self.device),
         }
-        return disp, cost
+        return disp, inverse, cost
 
 
 def register_pairs(registrar: Registrar, pairs: list[PairRecord], out_dir: str | Path, overwrite: bool = False,
                    progress: bool = False) -> Path:
-    """Register every pair into ``out_dir/disp_{fixed}_{moving}.nii.gz``; returns ``runtime.csv``'s path.
+    """Register every pair into ``out_dir/disp_{fixed}_{moving}.nii.gz`` (and ``inv_{fixed}_{moving}.nii.gz``
+    for a model that returns its inverse); returns ``runtime.csv``'s path.
 
     Pairs whose displacement already exists are skipped (unless ``overwrite``), so an interrupted batch
     resumes; their earlier runtime rows are kept. ``progress`` shows a tqdm bar on stderr when stderr is a
@@ -138,7 +150,9 @@ def register_pairs(registrar: Registrar, pairs: list[PairRecord], out_dir: str |
         target = out_dir / pair.disp_name
         if target.exists() and not overwrite and (pair.fixed.id, pair.moving.id) in rows:
             continue
-        disp, cost = registrar(pair.fixed.image, pair.moving.image)
+        disp, inverse, cost = registrar(pair.fixed.image, pair.moving.image)
+        if inverse is not None:  # written first: a pair counts as done once its disp_ file exists
+            save_disp(out_dir / pair.inverse_name, inverse, load_affine(pair.moving.image))
         save_disp(target, disp, load_affine(pair.fixed.image))
         rows[(pair.fixed.id, pair.moving.id)] = {"fixed": pair.fixed.id, "moving": pair.moving.id, **cost}
         _write_runtime(runtime_path, rows.values())

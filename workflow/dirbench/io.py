@@ -35,6 +35,7 @@ __all__ = [
     "load_disp",
     "load_image",
     "load_labels",
+    "load_spacing",
     "orientation_transform",
     "reorient",
     "reorient_disp",
@@ -95,15 +96,29 @@ def _check_finite(path: PathLike, data: np.ndarray) -> None:
         raise UserError(f"{path}: {bad} non-finite value(s) (NaN or inf)")
 
 
-def load_affine(path: PathLike) -> np.ndarray:
-    """The 4×4 voxel-to-world affine of a NIfTI file."""
+def _open_header(path: PathLike) -> nib.spatialimages.SpatialImage:
+    """The nibabel image of a NIfTI file (header and affine read, voxels not), turning failures into UserError."""
     path = Path(path)
     try:
-        return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+        return nib.load(str(path))
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except (OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         raise UserError(f"{path}: not a readable NIfTI file: {err}") from None
+
+
+def load_affine(path: PathLike) -> np.ndarray:
+    """The 4×4 voxel-to-world affine of a NIfTI file."""
+    return np.asarray(_open_header(path).affine, dtype=np.float64)
+
+
+def load_spacing(path: PathLike) -> tuple[float, float, float]:
+    """The voxel size in mm of a NIfTI file's first three axes (header ``pixdim``, as nibabel's ``get_zooms``)."""
+    zooms = _open_header(path).header.get_zooms()
+    spacing = tuple(float(z) for z in zooms[:3])
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise UserError(f"{path}: header voxel size {tuple(zooms)} is not 3 positive numbers")
+    return spacing  # type: ignore[return-value]
 
 
 def load_image(path: PathLike, shape: tuple[int, int, int] | None = None) -> np.ndarray:

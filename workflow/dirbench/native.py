@@ -301,12 +301,13 @@ def _known_modality(text: str) -> str | None:
 
 @dataclass
 class PreparedPair:
-    """A pair on the model grid: model-ready float32 arrays ``grid.shape``, and the fixed image's grid."""
+    """A pair on the model grid: model-ready float32 arrays ``grid.shape``, and the images' own grids."""
 
     fixed: np.ndarray
     moving: np.ndarray
     grid: Grid
     fixed_grid: Grid
+    moving_grid: Grid
 
 
 @dataclass
@@ -346,7 +347,7 @@ class NativePipeline:
                 self.note(f"{image.path}: {image.grid.describe()} {how} to the model grid {grid.describe()} "
                           f"(centred on the fixed image's {'centre of mass' if self.centre == 'mass' else 'centre'})")
             arrays.append(self._intensities(image.path, array))
-        return PreparedPair(arrays[0], arrays[1], grid, fixed.grid)
+        return PreparedPair(arrays[0], arrays[1], grid, fixed.grid, moving.grid)
 
     def _intensities(self, path: Path, array: np.ndarray) -> np.ndarray:
         if self.normalise:
@@ -404,3 +405,11 @@ class NativePipeline:
     def finish(self, v: np.ndarray, pair: PreparedPair) -> np.ndarray:
         """The model's displacement ``[*grid.shape, 3]`` as ``u`` on the fixed image's grid (step 5)."""
         return field_to_native(v, pair.grid, pair.fixed_grid)
+
+    def finish_inverse(self, w: np.ndarray, pair: PreparedPair) -> np.ndarray:
+        """The model's inverse field (fixed → moving pull-back, on the model grid) on the moving image's grid.
+
+        Step 5 with the roles swapped: ``w'(x) = M_m⁻¹ · L · w(B⁻¹ A_m x)``, moving voxel units, naming the
+        fixed world point ``A_m (x + w'(x))`` of moving voxel ``x``.
+        """
+        return field_to_native(w, pair.grid, pair.moving_grid)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["autocast", "peak_gpu_mib", "peak_rss_mib", "pick_device", "set_threads"]
+__all__ = ["autocast", "configure_process", "peak_gpu_mib", "peak_rss_mib", "pick_device", "set_threads"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -30,6 +30,22 @@ def set_threads(threads: int | None = None) -> int:
     threads = max(1, threads or len(os.sched_getaffinity(0)))
     torch.set_num_threads(threads)
     return threads
+
+
+def configure_process(seed: int, threads: int | None = None) -> int:
+    """The one place where a training process's global state is set: RNG seeds and CPU threads.
+
+    Seeds Python's ``random``, NumPy's global RNG and torch (CPU and CUDA) with ``seed``, and sets torch's
+    intra-op threads (:func:`set_threads`). Returns the thread count.
+    """
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return set_threads(threads)
 
 
 def peak_rss_mib() -> float:

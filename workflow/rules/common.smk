@@ -1,16 +1,26 @@
-# Shared helpers of the rule files (config validation, paths, the target lists of each artefact).
+# Shared helpers of every .smk file (config checks, paths of a run, the inputs of each artefact).
+# A run is a dirbench.run_record.RunId (dataset, method, training-set subset, seed); its files live under
+# runs/, disp/ and eval/ at RunId.path ("dataset/method/subset").
 import json
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from dirbench.run_record import RunId
+from dirbench.workflow_config import ARTEFACT_TABLES, NO_TRAINING, check_config, run_settings
+from methods.config import ConfigError
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"config: {err}") from None
 
 RESULTS = f"results/{config['name']}"
-SUBSET_ALL = "all"
 
 
-# ---------------------------------------------------------------- datasets
+# ---------------------------------------------------------------- datasets and runs
 
 
 def dataset_json(name):
@@ -18,38 +28,36 @@ def dataset_json(name):
     return f"{config['datasets'][name]['path']}/dataset.json"
 
 
-def dataset_cfg(wildcards):
-    return config["datasets"][wildcards.dataset]
-
-
 def eval_list(wildcards):
     return config["datasets"][wildcards.dataset]["eval_list"]
 
 
-# ---------------------------------------------------------------- runs
+def run_of(wildcards):
+    """The RunId of a job's {dataset}/{method}/{subset} wildcards."""
+    run = RunId.from_tokens(wildcards.dataset, wildcards.method, wildcards.subset)
+    seed = run_settings(config, run, "").get("seed", 42)
+    return RunId(run.dataset, run.method, run.subset, seed)
 
 
-def run_dir(dataset, method, subset=SUBSET_ALL):
-    return f"{RESULTS}/runs/{dataset}/{method}/{subset}"
+def run_dir(run):
+    return f"{RESULTS}/runs/{run.path}"
 
 
-def disp_dir(dataset, method, subset=SUBSET_ALL):
-    return f"{RESULTS}/disp/{dataset}/{method}/{subset}"
+def disp_dir(run):
+    return f"{RESULTS}/disp/{run.path}"
 
 
-def eval_csv(dataset, method, subset=SUBSET_ALL):
-    return f"{RESULTS}/eval/{dataset}/{method}/{subset}.csv"
+def eval_csv(run):
+    return f"{RESULTS}/eval/{run.path}.csv"
 
 
-def run_settings(wildcards):
-    """The TrainConfig of one run: defaults < dataset settings < method settings < subset."""
-    settings = dict(config["train"]["defaults"])
-    settings.update(config["train"].get("datasets", {}).get(wildcards.dataset, {}))
-    settings.update(config["train"].get("methods", {}).get(wildcards.method, {}))
-    settings["method"] = wildcards.method
-    settings["dataset"] = dataset_json(wildcards.dataset)
-    settings["train_subset"] = None if wildcards.subset == SUBSET_ALL else int(wildcards.subset)
-    return settings
+def summary(run):
+    return f"{run_dir(run)}/summary.json"
+
+
+def train_settings(wildcards):
+    """The merged TrainConfig settings of one run (checked when the DAG was built)."""
+    return run_settings(config, run_of(wildcards), dataset_json(wildcards.dataset))
 
 
 def train_runtime(wildcards, attempt):
@@ -57,73 +65,73 @@ def train_runtime(wildcards, attempt):
     return int(config["train"].get("runtime_minutes", 60 * 24)) * attempt
 
 
-def method_label(wildcards):
-    """The method column of the evaluation CSV: ``method`` or ``method@subset``."""
-    return wildcards.method if wildcards.subset == SUBSET_ALL else f"{wildcards.method}@{wildcards.subset}"
-
-
 def evaluation_disp(wildcards):
-    """Inputs of an evaluation: the registration's runtime.csv (none for the zero field)."""
-    if wildcards.method == "initial":
-        return []
-    return f"{disp_dir(wildcards.dataset, wildcards.method, wildcards.subset)}/runtime.csv"
+    """The displacement folder an evaluation reads (none for the zero field, ``initial``)."""
+    return [] if wildcards.method == "initial" else disp_dir(run_of(wildcards))
+
+
+def label_option(labels):
+    """``--labels X`` for ``dirbench evaluate``; none for ``dataset`` (the dataset's own label list)."""
+    return "" if labels == "dataset" else f"--labels {labels}"
+
+
+def prepare_args(ds):
+    """Command-line words of ``dirbench data <source> ...`` for a configured dataset."""
+    args = [ds["source"], "--out", ds["path"]]
+    for key, value in ds.get("prepare", {}).items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return " ".join(args)
+
+
+def write_yaml(path, data):
+    """Write ``data`` as YAML (a run configuration)."""
+    import yaml
+
+    with open(path, "w") as fh:
+        yaml.safe_dump(data, fh, sort_keys=False)
 
 
 # ---------------------------------------------------------------- artefacts
 
 
-def artefact(section):
+def artefact(name):
     """The config of one artefact (table / figure / submission)."""
-    return config["artefacts"][section]
+    return config["artefacts"][name]
 
 
-def is_active(section):
-    return config["artefacts"].get(section, {}).get("activate", False)
+def is_active(name):
+    return config["artefacts"].get(name, {}).get("activate", False)
 
 
-def table_inputs(section):
-    """Evaluation CSVs of a method table, in row order (Initial and Greedy first when enabled)."""
-    spec = config["artefacts"][section]
-    rows = []
-    if spec.get("initial", False):
-        rows.append("initial")
-    if spec.get("greedy", False):
-        rows.append("greedy")
-    rows += spec["methods"]
-    return [eval_csv(spec["dataset"], m) for m in rows]
+def if_active(name, value):
+    """``value()`` when artefact ``name`` is active, else no input: the one guard every artefact rule uses."""
+    return value() if is_active(name) else []
 
 
-def subset_inputs(section):
-    """Evaluation CSVs of a training-set-size study (one method, several subsets)."""
-    spec = config["artefacts"][section]
-    sizes = [str(s) for s in spec["sizes"]]
-    return [eval_csv(spec["dataset"], spec["method"], s) for s in sizes]
+def artefact_runs(name):
+    """The runs behind an artefact's rows, in row order: Initial and Greedy first when enabled, then the
+    methods, or one method on each training-set size."""
+    spec = artefact(name)
+    dataset = spec["dataset"]
+    labels = [m for m in NO_TRAINING if spec.get(m, False)] + list(spec.get("methods", []))
+    if spec.get("method"):
+        labels += [spec["method"] if s == "all" else f"{spec['method']}@{s}" for s in spec["sizes"]]
+    return [RunId.from_label(label, dataset) for label in labels]
 
 
-def summaries(csvs):
-    """The training summary.json behind each evaluation CSV (none for initial / greedy)."""
-    out = []
-    for path in csvs:
-        parts = path[len(f"{RESULTS}/eval/") : -len(".csv")].split("/")
-        dataset, method, subset = parts
-        if method not in ("initial", "greedy"):
-            out.append(f"{run_dir(dataset, method, subset)}/summary.json")
-    return out
+def reference_run(name):
+    spec = artefact(name)
+    return RunId.from_label(spec["reference"], spec["dataset"])
 
 
-def runtimes(csvs):
-    """The registration runtime.csv behind each evaluation CSV (none for initial)."""
-    out = []
-    for path in csvs:
-        dataset, method, subset = path[len(f"{RESULTS}/eval/") : -len(".csv")].split("/")
-        if method != "initial":
-            out.append(f"{disp_dir(dataset, method, subset)}/runtime.csv")
-    return out
+def trained(runs):
+    return [run for run in runs if run.method not in NO_TRAINING]
 
 
-def output_prefix(wildcards, output):
-    """The common prefix of a rule's outputs (``x.tex`` / ``x.csv`` → ``x``)."""
-    return os.path.splitext(output[0])[0]
+def table_inputs(wildcards):
+    """Input function of the tables (evaluation CSVs and training summaries of the rows)."""
+    runs = artefact_runs(wildcards.table)
+    return {"csv": [eval_csv(r) for r in runs], "summaries": [summary(r) for r in trained(runs)]}
 
 
 def table_files(name):
@@ -137,9 +145,9 @@ def figure_files(name):
 def all_targets():
     """Everything the `all` target builds for the active config."""
     targets = []
-    for table in ("table1", "table_b2", "table_b3"):
+    for table in ARTEFACT_TABLES:
         if is_active(table):
-            targets += table_files(table)
+            targets += table_files(table) + figure_files(f"curves_{table}")
     for figure in ("fig_b2_scaling", "fig_b2_trainsize", "fig_b3_qualitative", "dice_boxplot"):
         if is_active(figure):
             targets += figure_files(figure)
@@ -148,24 +156,3 @@ def all_targets():
     if is_active("lumir_submission"):
         targets.append(f"{RESULTS}/submission/lumir_submission.zip")
     return targets
-
-
-def prepare_args(ds):
-    """Command-line words of ``dirbench data <source> ...`` for a configured dataset."""
-    args = [ds["source"], "--out", ds["path"]]
-    for key, value in ds.get("prepare", {}).items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
-    return " ".join(args)
-
-
-def label_option(labels):
-    """``--labels X`` for ``dirbench evaluate``; none for ``dataset`` (the dataset's own label list)."""
-    return "" if labels == "dataset" else f"--labels {labels}"
-
-
-def write_yaml(path, data):
-    """Write ``data`` as YAML (a run configuration)."""
-    import yaml
-
-    with open(path, "w") as fh:
-        yaml.safe_dump(data, fh, sort_keys=False)

@@ -1,10 +1,6 @@
 # Dataset preparation: one rule per configured dataset, each writing <path>/dataset.json.
 
 
-localrules:
-    all,
-
-
 for _name, _ds in config["datasets"].items():
 
     rule:

@@ -1,4 +1,4 @@
-# Evaluation: Learn2Reg / LUMIR metrics of every registered pair, as one tidy CSV per method.
+# Evaluation: Learn2Reg / LUMIR metrics of every registered pair, as one tidy CSV per run.
 
 
 rule evaluate:
@@ -9,8 +9,8 @@ rule evaluate:
         csv=f"{RESULTS}/eval/{{dataset}}/{{method}}/{{subset}}.csv",
     params:
         pairs=eval_list,
-        label=method_label,
-        source=lambda w, input: f"--disp-dir {os.path.dirname(input.disp)}" if input.disp else "--zero",
+        label=lambda w: run_of(w).label,
+        source=lambda w, input: f"--disp-dir {input.disp}" if input.disp else "--zero",
         labels=lambda w: label_option(config["datasets"][w.dataset]["labels"]),
         ndv_mask=lambda w: config["datasets"][w.dataset]["ndv_mask"],
     log:

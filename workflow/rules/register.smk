@@ -1,4 +1,5 @@
-# Registration of each dataset's evaluation pairs: disp_{fixed}_{moving}.nii.gz + runtime.csv per method.
+# Registration of each dataset's evaluation pairs: a folder per run with disp_{fixed}_{moving}.nii.gz (and,
+# for inverse-consistent models, their inverses) and runtime.csv (each pair's time and peak memory).
 
 
 ruleorder: register_greedy > register
@@ -9,10 +10,9 @@ rule register:
         ckpt=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/best.pt",
         dataset=lambda w: dataset_json(w.dataset),
     output:
-        runtime=f"{RESULTS}/disp/{{dataset}}/{{method}}/{{subset}}/runtime.csv",
+        disp=directory(f"{RESULTS}/disp/{{dataset}}/{{method}}/{{subset}}"),
     params:
         pairs=eval_list,
-        out=lambda w, output: os.path.dirname(output.runtime),
         device=config["register"]["device"],
     log:
         f"{RESULTS}/logs/register/{{dataset}}/{{method}}/{{subset}}.log",
@@ -25,17 +25,16 @@ rule register:
         "../envs/dirbench.yaml"
     shell:
         "dirbench register --checkpoint {input.ckpt} --pairs {input.dataset}:{params.pairs}"
-        " --out-dir {params.out} --device {params.device} --threads {threads} > {log} 2>&1"
+        " --out-dir {output.disp} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule register_greedy:
     input:
         dataset=lambda w: dataset_json(w.dataset),
     output:
-        runtime=f"{RESULTS}/disp/{{dataset}}/greedy/all/runtime.csv",
+        disp=directory(f"{RESULTS}/disp/{{dataset}}/greedy/all"),
     params:
         pairs=eval_list,
-        out=lambda w, output: os.path.dirname(output.runtime),
         greedy=lambda w, threads: json.dumps({**config["greedy"], "threads": threads}),
     log:
         f"{RESULTS}/logs/register/{{dataset}}/greedy.log",
@@ -46,4 +45,4 @@ rule register_greedy:
         "../envs/dirbench.yaml"
     shell:
         "dirbench register --method greedy --greedy-config '{params.greedy}'"
-        " --pairs {input.dataset}:{params.pairs} --out-dir {params.out} > {log} 2>&1"
+        " --pairs {input.dataset}:{params.pairs} --out-dir {output.disp} > {log} 2>&1"

@@ -1,115 +1,98 @@
-# The paper's artefacts: tables (LaTeX / CSV / Markdown), figures (PDF / PNG) and the cost table.
+# The paper's artefacts: tables (LaTeX / CSV / Markdown), figures (PDF / PNG), learning curves and the cost
+# table. Every input list goes through if_active(), so an inactive artefact needs nothing.
 
 
-rule table1:
+rule table:
     input:
-        csv=table_inputs("table1") if is_active("table1") else [],
-        summaries=summaries(table_inputs("table1")) if is_active("table1") else [],
+        unpack(table_inputs),
     output:
-        report(table_files("table1")[0], caption="../report/table1.rst", category="Tables"),
-        table_files("table1")[1:],
+        report(table_files("{table}")[0], caption="../report/table.rst", category="Tables"),
+        table_files("{table}")[1:],
+    wildcard_constraints:
+        table="|".join(ARTEFACT_TABLES),
     params:
-        prefix=output_prefix,
+        prefix=lambda w, output: os.path.splitext(output[0])[0],
     log:
-        f"{RESULTS}/logs/tables/table1.log",
-    localrule: True
+        f"{RESULTS}/logs/tables/{{table}}.log",
     conda:
         "../envs/dirbench.yaml"
     shell:
-        "dirbench table --kind table1 --csv {input.csv} --summary {input.summaries} --out {params.prefix} > {log} 2>&1"
+        "dirbench table --kind {wildcards.table} --csv {input.csv} --summary {input.summaries}"
+        " --out {params.prefix} > {log} 2>&1"
 
 
-rule table_b2:
+rule learning_curves:
     input:
-        csv=table_inputs("table_b2") if is_active("table_b2") else [],
-        summaries=summaries(table_inputs("table_b2")) if is_active("table_b2") else [],
+        summaries=lambda w: [summary(r) for r in trained(artefact_runs(w.table))],
+        metrics=lambda w: [f"{run_dir(r)}/metrics.csv" for r in trained(artefact_runs(w.table))],
     output:
-        report(table_files("table_b2")[0], caption="../report/table_b2.rst", category="Tables"),
-        table_files("table_b2")[1:],
+        report(figure_files("curves_{table}")[0], caption="../report/learning_curves.rst", category="Training"),
+        figure_files("curves_{table}")[1],
+    wildcard_constraints:
+        table="|".join(ARTEFACT_TABLES),
     params:
-        prefix=output_prefix,
+        prefix=lambda w, output: os.path.splitext(output[0])[0],
     log:
-        f"{RESULTS}/logs/tables/table_b2.log",
-    localrule: True
+        f"{RESULTS}/logs/figures/curves_{{table}}.log",
     conda:
         "../envs/dirbench.yaml"
     shell:
-        "dirbench table --kind table_b2 --csv {input.csv} --summary {input.summaries} --out {params.prefix} > {log} 2>&1"
-
-
-rule table_b3:
-    input:
-        csv=subset_inputs("table_b3") if is_active("table_b3") else [],
-        summaries=summaries(subset_inputs("table_b3")) if is_active("table_b3") else [],
-    output:
-        report(table_files("table_b3")[0], caption="../report/table_b3.rst", category="Tables"),
-        table_files("table_b3")[1:],
-    params:
-        prefix=output_prefix,
-    log:
-        f"{RESULTS}/logs/tables/table_b3.log",
-    localrule: True
-    conda:
-        "../envs/dirbench.yaml"
-    shell:
-        "dirbench table --kind table_b3 --csv {input.csv} --summary {input.summaries} --out {params.prefix} > {log} 2>&1"
+        "dirbench figure curves --summary {input.summaries} --out {params.prefix} > {log} 2>&1"
 
 
 rule cost:
     input:
-        summaries=summaries(table_inputs("table1")) if is_active("cost") else [],
-        runtimes=runtimes(table_inputs("table1")) if is_active("cost") else [],
+        summaries=if_active("cost", lambda: [summary(r) for r in trained(artefact_runs("table1"))]),
+        disp=if_active("cost", lambda: [disp_dir(r) for r in artefact_runs("table1") if r.method != "initial"]),
     output:
         report(table_files("cost")[0], caption="../report/cost.rst", category="Tables"),
         table_files("cost")[1:],
     params:
-        prefix=output_prefix,
+        prefix=lambda w, output: os.path.splitext(output[0])[0],
+        runtimes=lambda w, input: [f"{d}/runtime.csv" for d in input.disp],
     log:
         f"{RESULTS}/logs/tables/cost.log",
-    localrule: True
     conda:
         "../envs/dirbench.yaml"
     shell:
-        "dirbench cost-table --summary {input.summaries} --runtime {input.runtimes} --out {params.prefix} > {log} 2>&1"
+        "dirbench cost-table --summary {input.summaries} --runtime {params.runtimes} --out {params.prefix} > {log} 2>&1"
 
 
 rule fig_b2_scaling:
     input:
-        csv=[eval_csv(artefact("fig_b2_scaling")["dataset"], m) for m in artefact("fig_b2_scaling")["methods"]]
-        if is_active("fig_b2_scaling")
-        else [],
-        reference=eval_csv(artefact("fig_b2_scaling")["dataset"], artefact("fig_b2_scaling")["reference"])
-        if is_active("fig_b2_scaling")
-        else [],
+        csv=if_active("fig_b2_scaling", lambda: [eval_csv(r) for r in artefact_runs("fig_b2_scaling")]),
+        reference=if_active("fig_b2_scaling", lambda: eval_csv(reference_run("fig_b2_scaling"))),
+        summaries=if_active(
+            "fig_b2_scaling", lambda: [summary(r) for r in trained(artefact_runs("fig_b2_scaling"))]
+        ),
     output:
         report(figure_files("fig_b2_scaling")[0], caption="../report/fig_b2_scaling.rst", category="Figures"),
         figure_files("fig_b2_scaling")[1],
     params:
-        prefix=output_prefix,
+        prefix=lambda w, output: os.path.splitext(output[0])[0],
     log:
         f"{RESULTS}/logs/figures/fig_b2_scaling.log",
-    localrule: True
     conda:
         "../envs/dirbench.yaml"
     shell:
-        "dirbench figure scaling --csv {input.csv} --reference {input.reference} --out {params.prefix} > {log} 2>&1"
+        "dirbench figure scaling --csv {input.csv} --reference {input.reference} --summary {input.summaries}"
+        " --out {params.prefix} > {log} 2>&1"
 
 
 rule fig_b2_trainsize:
     input:
-        csv=subset_inputs("fig_b2_trainsize") if is_active("fig_b2_trainsize") else [],
-        reference=eval_csv(artefact("fig_b2_trainsize")["dataset"], artefact("fig_b2_trainsize")["reference"])
-        if is_active("fig_b2_trainsize")
-        else [],
-        summaries=summaries(subset_inputs("fig_b2_trainsize")) if is_active("fig_b2_trainsize") else [],
+        csv=if_active("fig_b2_trainsize", lambda: [eval_csv(r) for r in artefact_runs("fig_b2_trainsize")]),
+        reference=if_active("fig_b2_trainsize", lambda: eval_csv(reference_run("fig_b2_trainsize"))),
+        summaries=if_active(
+            "fig_b2_trainsize", lambda: [summary(r) for r in trained(artefact_runs("fig_b2_trainsize"))]
+        ),
     output:
         report(figure_files("fig_b2_trainsize")[0], caption="../report/fig_b2_trainsize.rst", category="Figures"),
         figure_files("fig_b2_trainsize")[1],
     params:
-        prefix=output_prefix,
+        prefix=lambda w, output: os.path.splitext(output[0])[0],
     log:
         f"{RESULTS}/logs/figures/fig_b2_trainsize.log",
-    localrule: True
     conda:
         "../envs/dirbench.yaml"
     shell:
@@ -119,25 +102,22 @@ rule fig_b2_trainsize:
 
 rule fig_b3_qualitative:
     input:
-        runtimes=[f"{disp_dir(artefact('fig_b3_qualitative')['dataset'], m)}/runtime.csv" for m in artefact("fig_b3_qualitative")["methods"]]
-        if is_active("fig_b3_qualitative")
-        else [],
-        dataset=dataset_json(artefact("fig_b3_qualitative")["dataset"]) if is_active("fig_b3_qualitative") else [],
+        disp=if_active("fig_b3_qualitative", lambda: [disp_dir(r) for r in artefact_runs("fig_b3_qualitative")]),
+        dataset=if_active("fig_b3_qualitative", lambda: dataset_json(artefact("fig_b3_qualitative")["dataset"])),
     output:
         report(
             figure_files("fig_b3_qualitative")[0], caption="../report/fig_b3_qualitative.rst", category="Figures"
         ),
         figure_files("fig_b3_qualitative")[1],
     params:
-        prefix=output_prefix,
+        prefix=lambda w, output: os.path.splitext(output[0])[0],
         pairs=lambda w: config["datasets"][artefact("fig_b3_qualitative")["dataset"]]["eval_list"],
-        index=artefact("fig_b3_qualitative").get("pair_index", 0),
-        disp=" ".join(
-            f"{m}={disp_dir(artefact('fig_b3_qualitative')['dataset'], m)}" for m in artefact("fig_b3_qualitative")["methods"]
+        index=lambda w: artefact("fig_b3_qualitative").get("pair_index", 0),
+        disp=lambda w, input: " ".join(
+            f"{r.label}={d}" for r, d in zip(artefact_runs("fig_b3_qualitative"), input.disp, strict=True)
         ),
     log:
         f"{RESULTS}/logs/figures/fig_b3_qualitative.log",
-    localrule: True
     conda:
         "../envs/dirbench.yaml"
     shell:
@@ -147,16 +127,15 @@ rule fig_b3_qualitative:
 
 rule dice_boxplot:
     input:
-        csv=table_inputs("table1") if is_active("dice_boxplot") else [],
-        dataset=dataset_json(artefact("table1")["dataset"]) if is_active("dice_boxplot") else [],
+        csv=if_active("dice_boxplot", lambda: [eval_csv(r) for r in artefact_runs("table1")]),
+        dataset=if_active("dice_boxplot", lambda: dataset_json(artefact("table1")["dataset"])),
     output:
         report(figure_files("dice_boxplot")[0], caption="../report/dice_boxplot.rst", category="Figures"),
         figure_files("dice_boxplot")[1],
     params:
-        prefix=output_prefix,
+        prefix=lambda w, output: os.path.splitext(output[0])[0],
     log:
         f"{RESULTS}/logs/figures/dice_boxplot.log",
-    localrule: True
     conda:
         "../envs/dirbench.yaml"
     shell:

@@ -1,17 +1,16 @@
 # Training: one run per (dataset, method, training-set subset). last.pt is undeclared on purpose, so a
-# failed or killed job (SLURM timeout, preemption) resumes from it when Snakemake retries.
+# failed or killed job (SLURM timeout, preemption) resumes from it when Snakemake retries. A changed
+# run_config.yaml retrains the run: a larger `epochs` continues it, any other change that alters the result
+# sets the old run aside into stale-<time>/ (`--on-change restart`), naming the changed settings in the log.
 
 
 rule run_config:
     output:
         f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/run_config.yaml",
     params:
-        settings=run_settings,
+        settings=train_settings,
     log:
         f"{RESULTS}/logs/run_config/{{dataset}}/{{method}}/{{subset}}.log",
-    localrule: True
-    conda:
-        "../envs/dirbench.yaml"
     run:
         write_yaml(output[0], params.settings)
 
@@ -23,6 +22,7 @@ rule train:
     output:
         best=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/best.pt",
         summary=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/summary.json",
+        metrics=f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/metrics.csv",
     params:
         out=lambda w, output: os.path.dirname(output.best),
     log:
@@ -37,4 +37,5 @@ rule train:
         "../envs/dirbench.yaml"
     shell:
         "dirbench train --method {wildcards.method} --dataset {input.dataset} --config {input.cfg}"
-        " --out {params.out} --resume --threads {threads} --no-progress > {log} 2>&1"
+        " --dataset-name {wildcards.dataset} --out {params.out} --resume --on-change restart"
+        " --threads {threads} --no-progress > {log} 2>&1"

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dirbench.io import atomic_path
-    from dirbench.lumir import LUMIR_SHAPE, METRICS, evaluate_submission
+    from dirbench.lumir import LEADERBOARD_METRICS, LUMIR_SHAPE, evaluate_submission
 
     shape = tuple(args.shape) if args.shape else LUMIR_SHAPE
     result = evaluate_submission(args.zip, args.data_dir, args.labels_dir, args.landmarks_dir, args.dataset_json,
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     n_cases = len(result["cases"])
     print(f"LUMIR validation metrics of {args.zip} (local; NDV mask: {result['ndv_mask']}):")
-    for metric in METRICS:
+    for metric in LEADERBOARD_METRICS:
         agg = result["aggregates"][metric]
         if agg["n"]:
             print(f"  {metric:<26} {agg['n']:>2} cases  mean {agg['mean']:.4f}  std {agg['std']:.4f}  "

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--moving-seg", type=Path, help="moving segmentation to warp (nearest)")
     p.add_argument("--warped-seg", type=Path, help="where to write the warped segmentation")
     p.add_argument("--pairs", metavar="DATASET_JSON:LIST", help="batch mode: e.g. data/demo/dataset.json:test")
-    p.add_argument("--out-dir", type=Path, help="batch mode: folder for disp_{fixed}_{moving}.nii.gz")
+    p.add_argument("--out-dir", type=Path, help="batch mode: folder for disp_{fixed}_{moving}.nii.gz (and "
+                   "inv_{fixed}_{moving}.nii.gz, the inverse field of an inverse-consistent model)")
     p.add_argument("--overwrite", action="store_true", help="batch mode: redo pairs already written")
     p.add_argument("--no-progress", action="store_true", help="batch mode: no progress bar (off anyway off a terminal)")
     p.add_argument("--centre", choices=["image", "mass"], default="image",
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("single-pair mode needs --fixed, --moving and --out (or use --pairs and --out-dir)")
     if bool(args.moving_seg) != bool(args.warped_seg):
         raise UserError("--moving-seg and --warped-seg go together")
-    disp, cost = registrar(args.fixed, args.moving)
+    disp, _, cost = registrar(args.fixed, args.moving)
     affine = load_affine(args.fixed)  # the registrar checked the image
     save_field(args.out, disp, affine, args.format)
     if args.warped:

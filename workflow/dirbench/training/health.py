@@ -1,0 +1,81 @@
+"""Is a run converged, or has its model collapsed? Pure rules on the validation history (README "Convergence").
+
+**Converged** (stated in the README): with at least :data:`MIN_VALIDATIONS` validations, the best
+validation value improved by less than ``tol`` over the last quarter of the validations, i.e.
+``|best(all) − best(first 3/4)| < tol`` (Dice: higher is better; ``1 − NCC²``: lower is better). With fewer
+validations convergence cannot be told (``None``).
+
+**Collapsed**: the model has degenerated into a useless mapping. Any one of, at a validation:
+
+- validation Dice below the dataset's Initial (zero field) Dice by more than :data:`DICE_MARGIN`;
+- local NCC² of the warped training images near 0: the epoch's mean similarity loss ``1 − NCC²`` above
+  :data:`NCC_SQ_FLOOR` away from 1 (the model maps onto background or noise);
+- more than :data:`OUTSIDE_LIMIT` of the fixed grid sampled outside the moving image.
+
+The trainer stops such a run at once and says so (Liu, Ruan & Sheng 2025 train DP-Conv-C at lr 1e-4; at
+1e-3 it collapses on small data).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["DICE_MARGIN", "MIN_VALIDATIONS", "NCC_SQ_FLOOR", "OUTSIDE_LIMIT", "collapse_reason", "converged",
+           "outside_fraction"]  # fmt: skip
+
+MIN_VALIDATIONS = 4
+DICE_MARGIN = 0.15
+NCC_SQ_FLOOR = 0.02
+OUTSIDE_LIMIT = 0.5
+
+
+def converged(values: Sequence[float], higher_is_better: bool, tol: float) -> bool | None:
+    """Whether the validation curve ``values`` (in order) has plateaued; None with too few validations."""
+    if len(values) < MIN_VALIDATIONS:
+        return None
+    head = values[: math.ceil(len(values) * 3 / 4)]
+    pick = max if higher_is_better else min
+    return abs(pick(values) - pick(head)) < tol
+
+
+def outside_fraction(disp: torch.Tensor) -> float:
+    """Fraction of the fixed grid whose sample point ``x + u(x)`` lies outside the moving volume.
+
+    ``disp``: ``[B, 3, X, Y, Z]`` voxel displacement; the moving volume spans ``[0, n − 1]`` per axis.
+    """
+    shape = disp.shape[2:]
+    outside = torch.zeros(disp.shape[:1] + shape, dtype=torch.bool, device=disp.device)
+    for axis, n in enumerate(shape):
+        coord = torch.arange(n, device=disp.device, dtype=disp.dtype).view([n if a == axis else 1 for a in range(3)])
+        pos = coord + disp[:, axis]
+        outside |= (pos < 0) | (pos > n - 1)
+    return float(outside.float().mean())
+
+
+def collapse_reason(
+    *, sim: float, val_metric: str, val_value: float | None, initial_value: float | None, outside: float | None
+) -> str | None:
+    """Why the model has collapsed (one sentence with the figures), or None.
+
+    Args:
+        sim: the epoch's mean similarity loss ``1 − NCC²`` (in [0, 1]).
+        val_metric: ``dice`` or ``ncc`` (the validation value is then ``1 − NCC²``).
+        val_value, initial_value: the validation value of the model and of the zero field (None: not validated).
+        outside: mean fraction of the fixed grid sampled outside the moving image at validation.
+    """
+    if 1.0 - sim < NCC_SQ_FLOOR:
+        return f"the training similarity NCC² fell to {1.0 - sim:.4f} (< {NCC_SQ_FLOOR}): the images no longer match"
+    if val_value is not None and initial_value is not None:
+        if val_metric == "dice" and val_value < initial_value - DICE_MARGIN:
+            return (
+                f"validation Dice {val_value:.4f} is below Initial's {initial_value:.4f} by more than {DICE_MARGIN}"
+            )
+        if val_metric == "ncc" and 1.0 - val_value < NCC_SQ_FLOOR:
+            return f"validation NCC² fell to {1.0 - val_value:.4f} (< {NCC_SQ_FLOOR})"
+    if outside is not None and outside > OUTSIDE_LIMIT:
+        limit = f"{100 * OUTSIDE_LIMIT:.0f}%"
+        return f"{100 * outside:.0f}% of the fixed grid is sampled outside the moving image (> {limit})"
+    return None
