@@ -75,12 +75,14 @@ def test_greedy_refuses_a_bad_input_in_one_line_and_writes_nothing(
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
 
 
-def _run_batch(dataset: Path, out_dir: Path, *extra: str, tty: bool) -> str:
-    """Run a Greedy batch in a subprocess; returns what it wrote on stderr (a terminal when ``tty``)."""
-    cmd = [sys.executable, "-m", "dirbench.cli", "register", "--method", "greedy", "--greedy-config", FAST_GREEDY,
-           "--pairs", f"{dataset}:test", "--out-dir", str(out_dir), *extra]
-    if not tty:
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+def _batch(dataset: Path, out_dir: Path, *extra: str) -> list[str]:
+    return ["register", "--method", "greedy", "--greedy-config", FAST_GREEDY, "--pairs", f"{dataset}:test",
+            "--out-dir", str(out_dir), *extra]
+
+
+def _on_a_terminal(args: list[str]) -> str:
+    """Run the CLI in a subprocess whose stderr is a 100-column terminal; returns what it wrote there."""
+    cmd = [sys.executable, "-m", "dirbench.cli", *args]
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave)
@@ -99,9 +101,12 @@ def _run_batch(dataset: Path, out_dir: Path, *extra: str, tty: bool) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_batch_register_shows_a_progress_bar_on_a_terminal_only(dataset: Path, tmp_path: Path) -> None:
-    shown = _run_batch(dataset, tmp_path / "a", tty=True)
+def test_batch_register_shows_a_progress_bar_on_a_terminal_only(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = _on_a_terminal(_batch(dataset, tmp_path / "a"))
     assert "register greedy" in shown and "2/2" in shown and "pair" in shown, shown
-    assert "register greedy" not in _run_batch(dataset, tmp_path / "b", "--no-progress", tty=True)
-    assert "register greedy" not in _run_batch(dataset, tmp_path / "c", tty=False)  # a job log: no bar
+    assert "register greedy" not in _on_a_terminal(_batch(dataset, tmp_path / "b", "--no-progress"))
+    assert main(_batch(dataset, tmp_path / "c")) == 0  # stderr captured, not a terminal (a job log): no bar
+    assert "register greedy" not in capsys.readouterr().err
     assert len(list((tmp_path / "c").glob("disp_*.nii.gz"))) == 2
