@@ -110,3 +110,13 @@ def test_batch_register_shows_a_progress_bar_on_a_terminal_only(
     assert main(_batch(dataset, tmp_path / "c")) == 0  # stderr captured, not a terminal (a job log): no bar
     assert "register greedy" not in capsys.readouterr().err
     assert len(list((tmp_path / "c").glob("disp_*.nii.gz"))) == 2
+
+
+def test_flags_that_would_be_ignored_are_refused(dataset: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    images = sorted((dataset.parent / "images").glob("*.nii.gz"))
+    assert main([*greedy_pair(images[0], images[1], tmp_path / "d.nii.gz"), "--centre", "mass", "--normalise"]) == 1
+    assert "--centre, --normalise: only for --checkpoint" in capsys.readouterr().err
+    assert main([*_batch(dataset, tmp_path / "batch"), "--format", "itk"]) == 1
+    assert "--format applies to single-pair mode" in capsys.readouterr().err
+    assert not (tmp_path / "d.nii.gz").exists() and not (tmp_path / "batch").exists()

@@ -56,7 +56,14 @@ def run(args: argparse.Namespace) -> int:
     from dirbench.warp import warp_image
 
     set_threads(args.threads)
+    if args.pairs and args.format != "dirbench":
+        raise UserError("--format applies to single-pair mode; a batch writes our format (what evaluate reads); "
+                        "convert a field with dirbench export")
     if args.method == "greedy":
+        model_only = [flag for flag, given in (("--centre", args.centre != "image"), ("--normalise", args.normalise),
+                                               ("--modality", args.modality is not None)) if given]
+        if model_only:
+            raise UserError(f"{', '.join(model_only)}: only for --checkpoint (Greedy works on the native grids)")
         try:
             config = json.loads(args.greedy_config) if args.greedy_config else {}
         except json.JSONDecodeError as err:
