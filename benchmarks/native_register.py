@@ -79,9 +79,9 @@ def main() -> None:
     fixed, moving, affine = _pair(prep.shape, args.spacing)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
-        for name, array in (("fixed", fixed), ("moving", moving)):
+        for role, array in (("fixed", fixed), ("moving", moving)):
             lia, lia_affine = reorient(array, affine, "LIA")
-            nib.save(nib.Nifti1Image(lia, lia_affine), str(path := Path(tmp) / f"{name}.nii.gz"))
+            nib.save(nib.Nifti1Image(lia, lia_affine), str(path := Path(tmp) / f"{role}.nii.gz"))
             paths.append(path)
         native_shape = nib.load(str(paths[0])).shape
         pipeline = NativePipeline(prep, source, note=lambda _: None)
