@@ -5,10 +5,10 @@ backbone (:class:`methods.blocks.DPEncoder`, run once on the 2-image batch) with
 exactly inverse-consistent coarse-to-fine update (Honkamaa & Marttinen, SITReg, MELBA 2024). Facts:
 ``spec/methods-dp.md`` §2(b); our displacement convention: ``ARCHITECTURE.md``.
 
-Symmetric pyramid (:class:`SymmetricPyramid`). Maps are coordinate maps ``φ(x) = x + u(x)`` on the full-
-resolution grid; ``A∘B`` is ``methods.spatial.compose(u_A, u_B)`` (``= u_B + warp(u_A, u_B)``, linear,
-border), i.e. every composition is resampled on the full-resolution grid. Start: ``L = R = id``. At each level
-``k`` (coarse → fine, upsampling factor ``s = 2^k`` to full resolution):
+Symmetric pyramid (:class:`SymmetricPyramid`). Maps are coordinate maps ``φ(x) = x + u(x)``; a map *stored on
+the grid* holds ``u`` at the full-resolution voxels and is read elsewhere by linear interpolation (border);
+``A∘B`` evaluated at the grid points is ``methods.spatial.compose(u_A, u_B)`` (``= u_B + warp(u_A, u_B)``).
+Start: ``L = R = id``. At each level ``k`` (coarse → fine, upsampling factor ``s = 2^k`` to full resolution):
 
 1. ``a = f1∘L`` and ``b = f2∘R``: the level-``k`` features of image 1 and image 2 sampled (linear, border)
    through the current half-way maps at the level grid's voxel centres (see "grids" below).
@@ -17,15 +17,23 @@ border), i.e. every composition is resampled on the full-resolution grid. Start:
 3. Bounded control points ``c = 0.99 · B_s · tanh(o)`` (level voxels; :data:`BSPLINE_BOUNDS`), upsampled by
    the cubic B-spline (:func:`methods.bspline.bspline_upsample`, ×``s`` to full-resolution voxels):
    ``φ_f``, ``φ_r``. The bound makes both invertible; their inverses come from the fixed-point inversion
-   layer (:func:`methods.inversion.invert_displacement`, Anderson, implicit gradient).
-4. ``U = φ_f∘φ_r⁻¹``, ``U⁻¹ = φ_r∘φ_f⁻¹`` (swapping the images swaps them).
-5. ``L ← L∘U``, ``R ← R∘U⁻¹``, ``L⁻¹ ← U⁻¹∘L⁻¹``, ``R⁻¹ ← U∘R⁻¹``.
+   layer (:func:`methods.inversion.invert_displacement`, Anderson, implicit gradient), one solve for the
+   ``B`` forward atoms and one for the ``B`` reverse ones, each with its own stop rule (as upstream).
+4. ``U = φ_f∘φ_r⁻¹``, ``U⁻¹ = φ_r∘φ_f⁻¹`` (swapping the images swaps them). They are never stored on the grid.
+5. ``L ← L∘U``, ``R ← R∘U⁻¹``, ``L⁻¹ ← U⁻¹∘L⁻¹``, ``R⁻¹ ← U∘R⁻¹`` (:func:`accumulate`), each chain evaluated
+   point by point through the grid-stored atoms and then stored on the grid: ``L⁻¹(x) ← φ_r(φ_f⁻¹(L⁻¹(x)))``
+   interpolates ``φ_f⁻¹`` at the off-grid points ``L⁻¹(x)`` and then ``φ_r`` at the result, and likewise
+   ``R⁻¹(x) ← φ_f(φ_r⁻¹(R⁻¹(x)))``, ``L(x) ← L(φ_f(φ_r⁻¹(x)))``, ``R(x) ← R(φ_r(φ_f⁻¹(x)))``. This is the
+   authors' order (SITReg's ``_MappingBuilder`` with ``resample_when_composing``, composable-mapping's lazy
+   compositions; ``spec/methods-dp.md`` "Accumulation"). Interpolating a grid-stored ``U⁻¹`` at ``L⁻¹(x)``
+   instead changes the output by ~0.1 voxel on moderate fields.
 
-Outputs ``Φ12 = L∘R⁻¹`` and ``Φ21 = R∘L⁻¹``. ``image_1∘Φ12 = f1∘L∘R⁻¹`` lives on image 2's grid, so with
-``(image_1, image_2) = (moving, fixed)`` ``disp = Φ12 − id`` is our moving → fixed pull-back
+Outputs ``Φ12 = L∘R⁻¹`` and ``Φ21 = R∘L⁻¹`` (composed at the grid points). ``image_1∘Φ12 = f1∘L∘R⁻¹`` lives on
+image 2's grid, so with ``(image_1, image_2) = (moving, fixed)`` ``disp = Φ12 − id`` is our moving → fixed pull-back
 (``warp(moving, disp)`` ≈ fixed) and ``inverse = Φ21 − id`` the fixed → moving one; they are inverses of each
 other up to the solver tolerance and interpolation. Internally ``[L; R]`` and ``[L⁻¹; R⁻¹]`` are stacked on
-the batch axis, so every step above is one batched op.
+the batch axis, so every step above is one batched op. The maps, B-splines and inversions run in the model's
+dtype, at least float32 (autocast is disabled for them).
 
 Grids ("full-voxel", composable-mapping ``reference=Start()``): level voxel ``i`` is centred at full-
 resolution coordinate ``(i + 0.5)·s − 0.5``; level sizes are ``ceil(N / s)``. The full-resolution maps are
@@ -63,7 +71,7 @@ from methods.base import check_img_size
 from methods.blocks import ENCODER_CHANNELS, DPEncoder
 from methods.bspline import bspline_upsample
 from methods.correlation import OFFSETS, correlation
-from methods.dp import DECODER_WIDTHS, ConvDecoderLevel
+from methods.dp import DECODER_WIDTHS, ConvDecoderLevel, at_least_float32
 from methods.inversion import BACKWARD_SOLVER, FORWARD_SOLVER, SolverSettings, invert_displacement
 from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, register
 from methods.spatial import compose, identity_grid, warp
@@ -74,6 +82,7 @@ __all__ = [
     "MAX_CONTROL_POINT_MULTIPLIER",
     "DPConvIC",
     "SymmetricPyramid",
+    "accumulate",
     "ic_decoder_inputs",
     "ic_input_channels",
     "reverse_correlation",
@@ -160,6 +169,32 @@ def _swap(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([second, first])
 
 
+def accumulate(
+    maps: torch.Tensor | None,
+    inverse_maps: torch.Tensor | None,
+    atoms: torch.Tensor,
+    inverse_atoms: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One level's symmetric update of the running maps, in the authors' composition order (module doc, 5.).
+
+    Args:
+        maps: ``[L; R] − id``, ``[2B, 3, X, Y, Z]`` full-resolution voxels, or ``None`` (identity, first level).
+        inverse_maps: ``[L⁻¹; R⁻¹] − id``, same shape, or ``None``.
+        atoms: ``[φ_f; φ_r] − id`` of this level (the upsampled B-splines), same shape.
+        inverse_atoms: ``[φ_f⁻¹; φ_r⁻¹] − id`` (the fixed-point inverses), same shape.
+
+    Returns:
+        ``([L∘U; R∘U⁻¹] − id, [U⁻¹∘L⁻¹; U∘R⁻¹] − id)``, with ``U = φ_f∘φ_r⁻¹``, each stored on the grid. ``U`` and
+        ``U⁻¹`` are only ever evaluated at grid points or through the atoms: ``L⁻¹`` becomes
+        ``φ_r(φ_f⁻¹(L⁻¹(x)))``, never a grid-stored ``U⁻¹`` interpolated at ``L⁻¹(x)``.
+    """
+    update = compose(atoms, _swap(inverse_atoms))  # [U; U⁻¹] at the grid points
+    if maps is None or inverse_maps is None:
+        return update, _swap(update)
+    inverse_chain = compose(_swap(atoms), compose(inverse_atoms, inverse_maps))  # [φ_r∘φ_f⁻¹∘L⁻¹; φ_f∘φ_r⁻¹∘R⁻¹]
+    return compose(maps, update), inverse_chain
+
+
 class SymmetricPyramid(nn.Module, ABC):
     """Shared SITReg-style symmetric, inverse-consistent coarse-to-fine registration (see module docstring).
 
@@ -233,8 +268,9 @@ class SymmetricPyramid(nn.Module, ABC):
         """Register ``image_1`` (moving) to ``image_2`` (fixed), ``[B, 1, X, Y, Z]`` each.
 
         Returns the :class:`RegistrationOutput` (``disp`` = Φ12 − id on image 2's grid, ``inverse`` =
-        Φ21 − id; ``[B, 3, X, Y, Z]`` float32 voxels) and the bounded control points of every level,
-        coarse → fine, ``[2B, 3, *level_k]`` (forward update first, then the reverse one).
+        Φ21 − id; ``[B, 3, X, Y, Z]`` voxels, in the model's dtype or float32 under autocast) and the bounded
+        control points of every level, coarse → fine, ``[2B, 3, *level_k]`` (forward update first, then the
+        reverse one).
         """
         if image_1.shape != image_2.shape or image_1.dim() != 5:
             raise ValueError(
@@ -262,16 +298,15 @@ class SymmetricPyramid(nn.Module, ABC):
             else:
                 raw = self._raw_update(level, level_feats)
             with torch.autocast(raw.device.type, enabled=False):
-                control = self.bound(level) * torch.tanh(raw.float())
+                control = self.bound(level) * torch.tanh(at_least_float32(raw))
                 controls.append(control)
-                dense = factor * bspline_upsample(control, factor, size)  # [φ_f; φ_r] − id
-                inverted = invert_displacement(dense, self.forward_solver, self.backward_solver)
-                update = compose(dense, _swap(inverted))  # [U; U⁻¹] = [φ_f∘φ_r⁻¹; φ_r∘φ_f⁻¹]
-                maps = update if maps is None else compose(maps, update)  # [L∘U; R∘U⁻¹]
-                inverse_update = _swap(update)  # [U⁻¹; U]
-                inverse_maps = (
-                    inverse_update if inverse_maps is None else compose(inverse_update, inverse_maps)
+                atoms = factor * bspline_upsample(control, factor, size)  # [φ_f; φ_r] − id
+                # [φ_f⁻¹; φ_r⁻¹] − id: one solve per direction, as the authors' code inverts each atom on its own
+                # (the stop rule is a max over the solved batch; a joint solve would stop both at the slower one)
+                inverse_atoms = torch.cat(
+                    [invert_displacement(a, self.forward_solver, self.backward_solver) for a in atoms.chunk(2)]
                 )
+                maps, inverse_maps = accumulate(maps, inverse_maps, atoms, inverse_atoms)
         if maps is None or inverse_maps is None:
             raise RuntimeError("the pyramid has no levels")
         with torch.autocast(maps.device.type, enabled=False):

@@ -17,9 +17,11 @@ function theorem gives ``∂L/∂u = (∂g/∂u)ᵀ y`` where ``y`` solves the a
 
 Stop rules (upstream defaults of ``deformation_inversion_layer``; iteration = one evaluation of the map):
 forward ``max |g(v) − v| < 1e-2`` voxel, backward ``‖g(y) − y‖₂ / (1e-5 + ‖g(y)‖₂) < 1e-2``, both with at
-least 2 and at most 50 iterations, all configurable through :class:`SolverSettings`.
+least 2 and at most 50 iterations, all configurable through :class:`SolverSettings`. The Anderson least-squares
+problem gets the upstream absolute ridge 1e-4 (``AndersonSolverArguments.matrix_epsilon``).
 
-Everything runs in float32 with autocast disabled, whatever the caller's precision.
+The solve runs in the input's dtype, or float32 for narrower inputs (bf16 / fp16 coordinates cannot resolve a
+voxel), with autocast disabled: a float64 model inverts in float64, as ``deformation_inversion_layer`` does.
 """
 
 from __future__ import annotations
@@ -53,9 +55,8 @@ class SolverSettings:
         min_iter: fewest evaluations of ``g`` before the criterion is checked.
         max_iter: most evaluations of ``g``.
         memory: Anderson memory (how many past iterates are mixed); 1 gives plain iteration ``x ← g(x)``.
-        regularisation: relative ridge of the Anderson least-squares problem: ``regularisation × mean
-            diagonal`` is added to the residual Gram matrix. (Upstream adds an absolute 1e-4, which depends
-            on the volume size; the relative form behaves the same on test volumes and full-size ones.)
+        regularisation: absolute ridge added to the diagonal of the residual Gram matrix ``G_ij = ⟨g_i, g_j⟩``
+            (sums over the whole field) of the Anderson least-squares problem, as upstream (1e-4).
         eps: the ``eps`` of ``"rel_l2"``.
     """
 
@@ -139,9 +140,8 @@ def fixed_point_solve(
         new[:, :, k - 1] = cross
         gram = new
         eye = torch.eye(k, dtype=torch.float64, device=x0.device)
-        ridge = settings.regularisation * gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp(min=1e-30)
         rhs = torch.ones(batch, k, 1, dtype=torch.float64, device=x0.device)
-        z = torch.linalg.solve(gram + ridge.view(batch, 1, 1) * eye, rhs)[..., 0]
+        z = torch.linalg.solve(gram + settings.regularisation * eye, rhs)[..., 0]
         alpha = (z / z.sum(dim=1, keepdim=True)).to(f.dtype)  # [B, k]
         x = sum(alpha[:, i].view(batch, *([1] * (f.dim() - 1))) * fs[i] for i in range(k))
     return f, settings.max_iter
@@ -196,9 +196,10 @@ def invert_displacement(
         backward: solver settings of the adjoint solve in the backward pass.
 
     Returns:
-        ``v`` with ``φ(x + v(x)) ≈ x``, same shape and dtype as ``u`` (computed in float32).
+        ``v`` with ``φ(x + v(x)) ≈ x``, same shape and dtype as ``u`` (computed in ``u``'s dtype, at least
+        float32).
     """
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
-        v = _InvertDisplacement.apply(u.float(), forward, backward)
+        v = _InvertDisplacement.apply(u.to(torch.promote_types(dtype, torch.float32)), forward, backward)
     return v.to(dtype)

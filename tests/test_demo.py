@@ -174,7 +174,7 @@ def test_dataset_json_loads_and_pairs_resolve(generated: Path) -> None:
     assert ds.name == "demo" and ds.labels == LABEL_IDS and ds.spacing == (SPACING,) * 3
     assert ds.ground_truth == "template_warps"  # the evaluation reports epe
     assert all(n % 16 == 0 for n in ds.shape) and ds.raw["seed"] == 3
-    assert demo.split_sizes(8) == (4, 2, 2) and demo.split_sizes(24) == (16, 3, 5)
+    assert [demo.split_sizes(n) for n in (8, 18, 24)] == [(4, 2, 2), (10, 4, 4), (14, 5, 5)]
     assert [r.id for r in ds.training] == ["0001", "0002", "0003", "0004"]
     assert ds.pair_lists() == ["validation", "test"]
     assert [(p.fixed.id, p.moving.id) for p in ds.pairs("validation")] == [("0006", "0005")]
@@ -266,8 +266,12 @@ def test_rerun_is_a_no_op_and_changes_regenerate(tmp_path: Path) -> None:
     (tmp_path / "images/img0003.nii.gz").write_bytes(b"truncated")
     demo.generate(tmp_path, params)
     assert load_image(tmp_path / "images/img0003.nii.gz").tobytes() == first.tobytes()
-    # Fewer subjects: the files of the dropped ones go; nothing temporary is left behind.
-    demo.generate(tmp_path, demo.DemoParams(subjects=6, spacing=8.0, seed=5))
+    # Other settings are refused, naming them; with force, the files of dropped subjects go, nothing
+    # temporary is left behind.
+    with pytest.raises(UserError, match=r"made with other settings \(subjects: 7 → 6\); .* or --force"):
+        demo.generate(tmp_path, demo.DemoParams(subjects=6, spacing=8.0, seed=5))
+    assert (tmp_path / "images/img0007.nii.gz").exists()
+    demo.generate(tmp_path, demo.DemoParams(subjects=6, spacing=8.0, seed=5), force=True)
     assert not (tmp_path / "images/img0007.nii.gz").exists()
     assert not (tmp_path / "warps/invwarp0007.nii.gz").exists()
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
@@ -285,6 +289,9 @@ def test_cli_generates_and_rejects_bad_arguments(tmp_path: Path, capsys: pytest.
         assert cli.main(["data", "demo", "--out", str(tmp_path / "bad"), *bad]) == 1
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    assert cli.main(["data", "demo", "--out", str(out), "--subjects", "7", "--spacing", "8", "--quiet"]) == 1
+    assert capsys.readouterr().err.strip().endswith("regenerate it (results computed on the old data become stale)")
+    assert cli.main(["data", "demo", "--out", str(out), "--subjects", "7", "--spacing", "8", "--quiet", "--force"]) == 0
     (tmp_path / "file").write_text("x")
     assert cli.main(["data", "demo", "--out", str(tmp_path / "file"), "--spacing", "8"]) == 1
     assert "not a folder" in capsys.readouterr().err

@@ -9,8 +9,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 from dirbench.cli import main
+from dirbench.curves import curves_figure, read_run_curve
 from dirbench.errors import UserError
 from dirbench.figures import (
+    MAX_WIDTH_IN,
     PNG_DPI,
     boxplot_figure,
     jacobian_slice,
@@ -20,8 +22,9 @@ from dirbench.figures import (
     trainsize_figure,
 )
 from dirbench.io import save_disp, save_image
+from dirbench.run_record import ParamCounts
 from dirbench.tables import read_eval_csvs
-from test_tables import write_eval_csv
+from test_tables import write_eval_csv, write_record
 
 
 def _check_outputs(prefix: Path, size_inches: tuple[float, float]) -> None:
@@ -49,7 +52,7 @@ def test_scaling_and_trainsize_figures(tmp_path: Path) -> None:
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0].startswith("TransMorph (") and set(labels[1:]) == {"VoxelMorph", "(a)DP-Conv-MF"}
+    assert labels[0].startswith("TransMorph (") and set(labels[1:]) == {"VoxelMorph", "(a) DP-Conv-MF"}
     save_figure(fig, tmp_path / "scaling")
     _check_outputs(tmp_path / "scaling", tuple(fig.get_size_inches()))
 
@@ -89,6 +92,92 @@ def test_structure_dice_merges_hemispheres(tmp_path: Path) -> None:
     fig = boxplot_figure(df, names, merge_hemispheres=True)
     save_figure(fig, tmp_path / "box")
     _check_outputs(tmp_path / "box", tuple(fig.get_size_inches()))
+
+
+def test_boxplot_of_35_structures_fits_a_page(tmp_path: Path) -> None:
+    """OASIS's 35 labels for the 13 rows of the demo Table 1: wrapped onto rows, at most 2,400 px wide (the
+    old single row was 4,420 px for 5 methods), every structure drawn once, one legend for all rows."""
+    rng = np.random.default_rng(3)
+    names = {i: f"Left-Structure-{i}" for i in range(1, 36)}
+    labels = ["initial", "greedy", "voxelmorph", "transmorph", "vfa", "sitreg", "dp-conv-mf", "dp-conv-mfc",
+              "dp-conv-c", "dp-convic-mf", "dp-convic-c", "dp-vfa", "dp-convic-mfc"]  # fmt: skip
+    paths = [
+        write_eval_csv(tmp_path / f"{m}.csv", m, {"dice": rng.uniform(0.6, 0.8, 4)},
+                       {i: rng.uniform(0.4, 0.9, 4) for i in names})
+        for m in labels
+    ]  # fmt: skip
+    fig = boxplot_figure(read_eval_csvs(paths), names)
+    save_figure(fig, tmp_path / "box")
+    png = matplotlib.image.imread(tmp_path / "box.png")
+    assert png.shape[1] <= MAX_WIDTH_IN * PNG_DPI == 2400
+    _check_outputs(tmp_path / "box", tuple(fig.get_size_inches()))
+    ticks = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
+    assert sorted(ticks) == sorted(names.values())  # each structure once, across the rows
+    assert len(fig.axes) > 1 and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:2] == ["Initial", "Greedy"]
+
+
+def _curve_run(run_dir: Path, label: str, val: list[float], **record: object) -> Path:
+    """A run folder: metrics.csv (10 epochs of 16 updates, validation every 2 epochs) and its record."""
+    run_dir.mkdir(parents=True)
+    rows = ["epoch,updates,loss,sim,reg,val_metric,val_value,lr,epoch_time_s,steps_per_s,peak_rss_mib,peak_gpu_mib"]
+    for epoch in range(1, 11):
+        v = val[epoch // 2 - 1] if epoch % 2 == 0 else ""
+        metric = "dice" if v != "" else ""
+        rows.append(f"{epoch},{16 * epoch},{1 - 0.03 * epoch},{0.9},{0.01},{metric},{v},0.0001,1.0,16.0,500,0")
+    (run_dir / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return write_record(run_dir / "summary.json", label, **record)
+
+
+def test_learning_curves(tmp_path: Path) -> None:
+    flat = _curve_run(tmp_path / "vm", "voxelmorph", [0.6175] * 5, converged=False,
+                      result={"val_metric": "dice", "val_initial": 0.6175, "best_epoch": 2, "best_value": 0.6175})
+    good = _curve_run(tmp_path / "dp", "dp-conv-mf", [0.62, 0.66, 0.68, 0.685, 0.686], converged=True,
+                      result={"val_metric": "dice", "val_initial": 0.60, "best_epoch": 10, "best_value": 0.686})
+    dead = _curve_run(tmp_path / "c", "dp-conv-c", [0.3, 0.1, 0.0, 0.0, 0.0], converged=None,
+                      collapse={"epoch": 6, "reason": "validation Dice 0.000 is far below Initial's 0.600"},
+                      result={"val_metric": "dice", "best_epoch": 2, "best_value": 0.3})  # fmt: skip
+    fig = curves_figure([read_run_curve(p) for p in (flat, good, dead)])
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [
+        "VoxelMorph\nnot converged", "(a) DP-Conv-MF\nconverged", "(a) DP-Conv-C\ncollapsed at epoch 6"
+    ]
+    loss = panels[1].lines[0]
+    np.testing.assert_array_equal(loss.get_xdata(), 16 * np.arange(1, 11))  # against updates
+    np.testing.assert_allclose(loss.get_ydata(), 1 - 0.03 * np.arange(1, 11))
+    twin = next(ax for ax in fig.axes if ax is not panels[1] and ax.bbox.bounds == panels[1].bbox.bounds)
+    val, best = twin.lines[0], twin.lines[-1]
+    np.testing.assert_array_equal(val.get_xdata(), [0, 32, 64, 96, 128, 160])  # the untrained model at 0 updates
+    np.testing.assert_allclose(val.get_ydata(), [0.60, 0.62, 0.66, 0.68, 0.685, 0.686])
+    assert (best.get_xdata()[0], best.get_ydata()[0]) == (160, 0.686)  # the best epoch, marked
+    assert twin.get_ylabel() == "validation Dice ↑"
+    save_figure(fig, tmp_path / "curves")
+    _check_outputs(tmp_path / "curves", tuple(fig.get_size_inches()))
+    assert fig.get_size_inches()[0] * PNG_DPI <= 2400
+
+
+def test_cli_curves_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = _curve_run(tmp_path / "runs" / "demo" / "vfa" / "all", "vfa", [0.6, 0.7, 0.71, 0.72, 0.72],
+                         result={"val_metric": "dice", "best_epoch": 8})  # fmt: skip
+    out = tmp_path / "figs" / "curves"
+    assert main(["figure", "curves", "--summary", str(summary), "--out", str(out)]) == 0
+    _check_outputs(out, (MAX_WIDTH_IN / 3, 3.5))
+    assert capsys.readouterr().out == f"wrote {out}.pdf\nwrote {out}.png\n"
+    (tmp_path / "runs" / "demo" / "vfa" / "all" / "metrics.csv").write_text("epoch,loss\n1,0.5\n")
+    assert main(["figure", "curves", "--summary", str(summary), "--out", str(out)]) == 1
+    assert "metrics.csv: no column(s) updates, val_metric, val_value" in capsys.readouterr().err
+    assert main(["figure", "curves", "--out", str(out)]) == 1
+    assert "figure curves needs --summary" in capsys.readouterr().err
+
+
+def test_scaling_reads_parameter_counts_from_the_records(tmp_path: Path) -> None:
+    csvs = [_dice_csv(tmp_path, m, 0.75 + 0.01 * i, seed=i) for i, m in enumerate(("voxelmorph-s", "voxelmorph"))]
+    runs = [write_record(tmp_path / "s.json", "voxelmorph-s", ParamCounts(98_000)),
+            write_record(tmp_path / "v.json", "voxelmorph", ParamCounts(301_411))]  # fmt: skip
+    out = tmp_path / "scaling"
+    argv = ["figure", "scaling", "--csv", *map(str, csvs), "--out", str(out)]
+    assert main([*argv, "--summary", *map(str, runs)]) == 0
+    assert main([*argv, "--summary", str(runs[0])]) == 1  # VoxelMorph's record missing: no model is built
 
 
 def test_jacobian_slice_affine_and_fold() -> None:

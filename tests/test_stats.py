@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-from dirbench.stats import column_marks, holm, paired_wilcoxon
+from dirbench.stats import column_marks, holm, min_pairs, paired_wilcoxon
+from scipy.stats import wilcoxon
 
 
 def test_holm_hand_computed() -> None:
@@ -84,14 +85,16 @@ def test_column_marks_best_close_worse() -> None:
     cases = {"a": _series(best), "b": _series(close), "c": _series(worse)}
     means = {k: float(v.mean()) for k, v in cases.items()}
     assert means["b"] < means["a"]
-    assert column_marks(cases, means, higher_is_better=True) == {"a": "best", "b": "close", "c": ""}
-    assert column_marks(cases, means, higher_is_better=True, underline=False) == {
+    result = column_marks(cases, means, higher_is_better=True)
+    assert result.marks == {"a": "best", "b": "close", "c": ""}
+    assert (result.comparisons, result.pairs, result.needed, result.underlined) == (2, 30, 7, True)
+    assert column_marks(cases, means, higher_is_better=True, underline=False).marks == {
         "a": "best",
         "b": "",
         "c": "",
     }
     # lower-is-better: the worst Dice series becomes the best distance
-    assert column_marks(cases, means, higher_is_better=False) == {"a": "", "b": "", "c": "best"}
+    assert column_marks(cases, means, higher_is_better=False).marks == {"a": "", "b": "", "c": "best"}
 
 
 def test_column_marks_only_common_pairs_and_nan_means() -> None:
@@ -99,5 +102,45 @@ def test_column_marks_only_common_pairs_and_nan_means() -> None:
     b = _series(np.linspace(0.8, 0.9, 12) - np.linspace(0.01, 0.02, 12)).iloc[6:]  # half the pairs only
     marks = column_marks({"a": a, "b": b, "c": a}, {"a": 0.85, "b": 0.84, "c": np.nan}, higher_is_better=True)
     # 6 common pairs, all differences positive and distinct: exact p = 2/2^6 = 0.03125 < 0.05 → not close
-    assert marks == {"a": "best", "b": "", "c": ""}
+    assert marks.marks == {"a": "best", "b": "", "c": ""} and marks.underlined
     assert paired_wilcoxon(a.loc[b.index].to_numpy(), b.to_numpy()) == pytest.approx(2 / 64)
+
+
+@pytest.mark.parametrize("comparisons", [1, 2, 3, 4, 10, 13])
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+def test_min_pairs_is_where_the_exact_test_first_reaches_alpha(alpha: float, comparisons: int) -> None:
+    """Independent check with scipy's exact test: all n differences of one sign give its smallest p-value;
+    Holm's first step multiplies it by the number of comparisons."""
+
+    def smallest_adjusted_p(n: int) -> float:
+        return comparisons * wilcoxon(np.arange(1.0, n + 1), method="exact").pvalue
+
+    n = min_pairs(alpha, comparisons)
+    assert smallest_adjusted_p(n) <= alpha < smallest_adjusted_p(n - 1)
+
+
+def test_min_pairs_known_values() -> None:
+    assert [min_pairs(0.05, m) for m in (1, 2, 3, 4, 13)] == [6, 7, 7, 8, 10]
+    with pytest.raises(ValueError, match="alpha"):
+        min_pairs(1.5)
+
+
+def test_column_marks_infinite_means_are_never_marked_nor_compared() -> None:
+    rng = np.random.default_rng(6)
+    best = rng.normal(2.0, 0.2, 10)
+    inf_case = best + rng.normal(0, 0.01, 10)
+    inf_case[2] = np.inf
+    result = column_marks(
+        {"a": _series(best), "b": _series(inf_case)}, {"a": float(best.mean()), "b": np.inf}, higher_is_better=False
+    )
+    assert result.marks == {"a": "best", "b": ""} and result.comparisons == 0
+
+
+def test_column_marks_below_min_pairs_underline_nothing() -> None:
+    """n = 5 < 6: even identical-looking methods are not underlined (no test could say they differ)."""
+    a = _series(np.array([0.80, 0.81, 0.82, 0.83, 0.84]))
+    b = _series(np.array([0.80, 0.81, 0.82, 0.83, 0.839]))
+    result = column_marks({"a": a, "b": b}, {"a": float(a.mean()), "b": float(b.mean())}, higher_is_better=True)
+    assert paired_wilcoxon(a.to_numpy(), b.to_numpy()) > 0.05  # the old rule underlined b
+    assert result.marks == {"a": "best", "b": ""}
+    assert (result.pairs, result.needed, result.underlined) == (5, 6, False)

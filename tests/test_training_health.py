@@ -18,6 +18,14 @@ def test_convergence_needs_four_validations_and_a_plateau_in_the_last_quarter() 
     assert health.converged([0.7, 0.6, 0.5, 0.4], True, 0.005) is True  # getting worse is no improvement
 
 
+def test_a_flat_curve_at_initial_did_not_train() -> None:
+    flat = [0.6175, 0.6175, 0.6175, 0.6176]  # issue 12: VoxelMorph's flow head never moved
+    assert health.converged(flat, True, 0.005) is True
+    assert health.converged(flat, True, 0.005, initial=0.6175) is False
+    assert health.converged([0.65, 0.70, 0.71, 0.711], True, 0.005, initial=0.6175) is True
+    assert health.converged([0.69, 0.69, 0.69, 0.69], False, 0.005, initial=0.69) is False  # 1 − NCC²: lower
+
+
 def test_outside_fraction_of_analytic_fields() -> None:
     disp = torch.zeros(1, 3, 8, 10, 12)
     assert health.outside_fraction(disp) == 0.0

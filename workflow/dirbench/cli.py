@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                 group = top.add_parser(words[0], help=f"{words[0]} commands")
                 groups[words[0]] = group.add_subparsers(dest="subcommand", metavar="<subcommand>", required=True)
             subs = groups[words[0]]
-        sub = subs.add_parser(words[-1], help=module.HELP, description=module.HELP)
+        # argparse %-formats help strings (for %(default)s), so a literal % in HELP ("%|J|<=0") is doubled.
+        sub = subs.add_parser(words[-1], help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
     return parser

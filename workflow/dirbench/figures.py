@@ -28,13 +28,16 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from dirbench.errors import UserError
 from dirbench.io import atomic_path
-from dirbench.names import DISPLAY_NAMES, display_name, family, split_method
+from dirbench.names import DISPLAY_NAMES, display_name, family
+from dirbench.run_record import RunId
 from dirbench.tables import case_values
 
 __all__ = [
+    "MAX_WIDTH_IN",
     "PNG_DPI",
     "boxplot_figure",
     "jacobian_slice",
+    "paper_style",
     "qualitative_figure",
     "save_figure",
     "scaling_figure",
@@ -43,11 +46,13 @@ __all__ = [
 ]
 
 PNG_DPI = 200
+#: Widest figure in inches: 2,400 px in the PNG, which a page's text width holds when scaled.
+MAX_WIDTH_IN = 12.0
 _RC = {"pdf.fonttype": 42, "ps.fonttype": 42}
 
 
 @contextmanager
-def _style() -> Iterator[None]:
+def paper_style() -> Iterator[None]:
     """Seaborn's white-grid style and paper context, locally (the global rcParams are left alone)."""
     with mpl.rc_context(_RC), sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.1):
         yield
@@ -99,11 +104,11 @@ def scaling_figure(
     for label in dict.fromkeys(df["method"]):
         if label not in params:
             raise UserError(
-                f"method {label}: parameter count unknown (not a registered method; pass its summary)"
+                f"method {label}: parameter count unknown (pass its run's summary.json with --summary)"
             )
         mean, sd, _ = _dice_stats(df, label)
         points.append((family(label), params[label] / 1e6, mean, sd, label))
-    with _style():
+    with paper_style():
         fig = Figure(figsize=(5.2, 3.8), layout="constrained")
         ax = fig.add_subplot()
         for fam in dict.fromkeys(p[0] for p in points):
@@ -113,7 +118,7 @@ def scaling_figure(
                 x, y, yerr=e, marker="o", capsize=3, linewidth=1.5, label=DISPLAY_NAMES.get(fam, fam)
             )
             for px, py, label in zip(x, y, (p[4] for p in pts), strict=True):
-                size = split_method(label)[0].removeprefix(fam).lstrip("-") or "default"
+                size = RunId.from_label(label).method.removeprefix(fam).lstrip("-") or "default"
                 ax.annotate(
                     size,
                     (px, py),
@@ -154,14 +159,15 @@ def trainsize_figure(
     """
     lines: dict[str, list[tuple[int, float, float]]] = {}
     for label in dict.fromkeys(df["method"]):
-        base, size = split_method(label)
+        run = RunId.from_label(label)
+        base, size = run.method, run.subset
         if size is None:
             if full_size is None:
                 raise UserError(f"method {label} was trained on the full set: give its size (--full-size N)")
             size = full_size
         mean, sd, _ = _dice_stats(df, label)
         lines.setdefault(base, []).append((size, mean, sd))
-    with _style():
+    with paper_style():
         fig = Figure(figsize=(5.2, 3.8), layout="constrained")
         ax = fig.add_subplot()
         for base, pts in lines.items():
@@ -236,7 +242,7 @@ def qualitative_figure(
     vmin, vmax = np.percentile(fixed, [0.5, 99.5])
     gray = {"cmap": "gray", "vmin": vmin, "vmax": vmax, "origin": "lower", "interpolation": "nearest"}
     n = max(2, len(disps))
-    with _style(), sns.axes_style("white"):
+    with paper_style(), sns.axes_style("white"):
         fig = Figure(figsize=(2.1 * n + 0.8, 6.9), layout="constrained")
         axes = fig.subplots(3, n, squeeze=False)
         for ax in axes.flat:
@@ -299,32 +305,55 @@ def structure_dice(
 def boxplot_figure(
     df: pd.DataFrame, label_names: Mapping[int, str], merge_hemispheres: bool = False
 ) -> Figure:
-    """Per-structure Dice boxplots, one colour per method (:func:`structure_dice` gives the data)."""
+    """Per-structure Dice boxplots, one colour per method (:func:`structure_dice` gives the data).
+
+    The structures wrap onto as many rows as it takes to keep the figure at most :data:`MAX_WIDTH_IN` wide
+    (2,400 px in the PNG; a page's text width when scaled), each structure a slot of the same width in
+    every row, one legend above all rows.
+    """
+    from matplotlib.patches import Patch
+
     long = structure_dice(df, label_names, merge_hemispheres)
-    n_struct = long["structure"].nunique()
-    n_methods = long["method"].nunique()
-    width = min(40.0, 2.5 + n_struct * (0.2 + 0.12 * n_methods))
-    with _style():
-        fig = Figure(figsize=(max(6.0, width), 4.2), layout="constrained")
-        ax = fig.add_subplot()
-        sns.boxplot(
-            data=long,
-            x="structure",
-            y="dice",
-            hue="method",
-            ax=ax,
-            palette="colorblind",
-            fliersize=1.5,
-            linewidth=0.7,
-        )
-        ax.set_xlabel("")
-        ax.set_ylabel("Dice")
-        ax.set_ylim(max(0.0, math.floor(10 * long["dice"].min()) / 10), 1.0)
-        ax.tick_params(axis="x", rotation=60)
-        for tick in ax.get_xticklabels():
-            tick.set_horizontalalignment("right")
-            tick.set_rotation_mode("anchor")
-        ax.legend(
-            title=None, ncols=min(n_methods, 6), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False
+    structures = [s for s in long["structure"].cat.categories if (long["structure"] == s).any()]
+    methods = list(dict.fromkeys(long["method"]))
+    slot = 0.25 + 0.09 * len(methods)  # inches per structure
+    per_row = max(1, int((MAX_WIDTH_IN - 0.9) // slot))
+    n_rows = math.ceil(len(structures) / per_row)
+    per_row = math.ceil(len(structures) / n_rows)  # balance the rows
+    width = min(MAX_WIDTH_IN, max(6.0, 0.9 + per_row * slot))
+    colours = sns.color_palette("colorblind" if len(methods) <= 10 else "husl", len(methods))  # 10 colour-blind safe
+    palette = dict(zip(methods, colours, strict=True))
+    low = max(0.0, math.floor(10 * long["dice"].min()) / 10)
+    with paper_style():
+        fig = Figure(figsize=(width, 0.5 + 3.1 * n_rows), layout="constrained")
+        axes = fig.subplots(n_rows, 1, squeeze=False)[:, 0]
+        for row, ax in enumerate(axes):
+            chunk = structures[row * per_row : (row + 1) * per_row]
+            sns.boxplot(
+                data=long[long["structure"].isin(chunk)],
+                x="structure",
+                y="dice",
+                hue="method",
+                order=chunk,
+                hue_order=methods,
+                palette=palette,
+                ax=ax,
+                fliersize=1.5,
+                linewidth=0.7,
+                legend=False,
+            )
+            ax.set_xlim(-0.5, per_row - 0.5)  # a short last row keeps the slot width
+            ax.set_xlabel("")
+            ax.set_ylabel("Dice")
+            ax.set_ylim(low, 1.0)
+            ax.tick_params(axis="x", rotation=45, labelsize="small")
+            for tick in ax.get_xticklabels():
+                tick.set_horizontalalignment("right")
+                tick.set_rotation_mode("anchor")
+        fig.legend(
+            handles=[Patch(facecolor=palette[m], edgecolor="0.3", label=m) for m in methods],
+            loc="outside upper center",
+            ncols=min(len(methods), 6),
+            frameon=False,
         )
     return fig

@@ -10,14 +10,32 @@ from collections.abc import Iterator
 
 import torch
 
+from dirbench.errors import UserError
+
 __all__ = ["autocast", "configure_process", "peak_gpu_mib", "peak_rss_mib", "pick_device", "set_threads"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
+    """``auto`` → CUDA when available, else CPU; ``cpu``, ``cuda`` or ``cuda:N`` as named.
+
+    Raises UserError for a name torch does not know, for CUDA on a machine without it (a CPU-only torch
+    build, or no GPU visible) and for a GPU index past the visible ones.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"device {name!r}: not a device name; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+            raise UserError(f"device {name!r}: CUDA is not available ({why}); use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) visible (cuda:0 ...)")
+    elif device.type != "cpu":
+        raise UserError(f"device {name!r}: DIRBench runs on cpu or cuda only")
+    return device
 
 
 def set_threads(threads: int | None = None) -> int:

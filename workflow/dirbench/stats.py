@@ -5,17 +5,27 @@ ones that are "competitively close" without saying how closeness was decided. DI
 is underlined when a two-sided paired Wilcoxon signed-rank test against the best method, over the pairs
 both were evaluated on (matched by ``(fixed, moving)``), is not significant at α = 0.05 after Holm's
 correction across all the methods compared with the best in that column.
+
+Small samples: the smallest two-sided p-value the exact test can give with n non-zero differences is
+2 / 2^n (all of one sign), and Holm multiplies the smallest of m p-values by m, so nothing can be significant
+until m · 2^(1 − n) ≤ α (:func:`min_pairs`; n = 6 for one comparison at α = 0.05, n = 7 for two or three).
+Below that every method would be "not significantly different" by construction, so :func:`column_marks`
+gives no underline at all (scipy's normal approximation, used when there are ties, could otherwise even
+reach α below it). Methods whose mean is not finite (an HD95 of ``inf``) are never marked and are not
+compared.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
-__all__ = ["ALPHA", "column_marks", "holm", "paired_wilcoxon"]
+__all__ = ["ALPHA", "ColumnMarks", "column_marks", "holm", "min_pairs", "paired_wilcoxon"]
 
 #: Significance level of the underline rule.
 ALPHA = 0.05
@@ -72,47 +82,86 @@ def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     return out
 
 
+def min_pairs(alpha: float = ALPHA, comparisons: int = 1) -> int:
+    """The fewest pairs n with which a two-sided exact Wilcoxon signed-rank test, Holm-corrected over
+    ``comparisons`` tests, can reach ``alpha``: the smallest n with ``comparisons · 2^(1 − n) ≤ alpha``.
+
+    2^(1 − n) is the exact test's smallest two-sided p-value (every one of the n differences of one sign);
+    Holm's first step multiplies the smallest p-value by the number of comparisons, and nothing is rejected
+    unless that step is. ``min_pairs(0.05) == 6``, ``min_pairs(0.05, 3) == 7``, ``min_pairs(0.05, 13) == 10``.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    n = 1
+    while max(1, comparisons) * 2.0 ** (1 - n) > alpha:
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class ColumnMarks:
+    """The marks of one table column and the facts behind its underline rule.
+
+    Attributes:
+        marks: method → ``"best"`` (bold), ``"close"`` (underline) or ``""``.
+        comparisons: methods tested against the best (the Holm family size m).
+        pairs: the fewest pairs a tested method shares with the best (None when nothing was tested).
+        needed: :func:`min_pairs` for ``comparisons`` at the column's α.
+    """
+
+    marks: dict[str, str]
+    comparisons: int = 0
+    pairs: int | None = None
+    needed: int = 0
+
+    @property
+    def underlined(self) -> bool:
+        """Whether the underline rule was applied (False: too few pairs to reach α, or nothing to test)."""
+        return self.pairs is not None and self.pairs >= self.needed
+
+
 def column_marks(
     cases: Mapping[str, pd.Series],
     means: Mapping[str, float],
     higher_is_better: bool,
     underline: bool = True,
     alpha: float = ALPHA,
-) -> dict[str, str]:
+) -> ColumnMarks:
     """Mark the cells of one table column: ``"best"`` (bold), ``"close"`` (underline) or ``""``.
 
     Args:
         cases: method → per-case values (a Series indexed by ``(fixed, moving)``); only the methods
             that compete for the marks (Initial excluded by the caller).
-        means: method → the column's mean; NaN means are never marked.
+        means: method → the column's mean; NaN or infinite means are never marked nor compared.
         higher_is_better: Dice (True) or a distance / irregularity measure (False).
         underline: apply the underline rule (Holm-corrected paired Wilcoxon vs the best, see module doc).
         alpha: significance level.
 
     Every method whose mean equals the best mean is bold; the others are tested against the first of
-    them (in ``means`` order) on the common pairs.
+    them (in ``means`` order) on the common pairs, unless the fewest common pairs are below
+    :func:`min_pairs` for that many comparisons (then nothing is underlined).
     """
     marks = {m: "" for m in means}
-    valid = {m: v for m, v in means.items() if not np.isnan(v)}
+    valid = {m: v for m, v in means.items() if math.isfinite(v)}
     if not valid:
-        return marks
+        return ColumnMarks(marks)
     best_value = max(valid.values()) if higher_is_better else min(valid.values())
     best = [m for m, v in valid.items() if v == best_value]
     for m in best:
         marks[m] = "best"
-    if not underline:
-        return marks
     others = [m for m in valid if m not in best]
+    if not underline or not others:
+        return ColumnMarks(marks)
     ref = cases[best[0]]
-    pvalues = []
-    for m in others:
-        common = ref.index.intersection(cases[m].index)
-        pvalues.append(
-            paired_wilcoxon(ref.loc[common].to_numpy(), cases[m].loc[common].to_numpy())
-            if len(common)
-            else np.nan
-        )
+    commons = [ref.index.intersection(cases[m].index) for m in others]
+    result = ColumnMarks(marks, len(others), min(len(c) for c in commons), min_pairs(alpha, len(others)))
+    if not result.underlined:
+        return result
+    pvalues = [
+        paired_wilcoxon(ref.loc[common].to_numpy(), cases[m].loc[common].to_numpy()) if len(common) else np.nan
+        for m, common in zip(others, commons, strict=True)
+    ]
     for m, p_adj in zip(others, holm(pvalues), strict=True):
         if p_adj > alpha:
             marks[m] = "close"
-    return marks
+    return result

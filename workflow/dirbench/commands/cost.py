@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         type=Path,
         metavar="JSON",
-        help="training summaries, runs/{dataset}/{method}/{subset}/summary.json",
+        help="run records of the trained methods, runs/{dataset}/{method}/{subset}/summary.json",
     )
     p.add_argument(
         "--runtime",
@@ -31,11 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dirbench.tables import build_cost_table, read_runtime, read_summary, write_table
+    from dirbench.tables import build_cost_table, read_records, read_runtime, write_table
 
-    table = build_cost_table(
-        [read_summary(s) for s in args.summary], [read_runtime(r) for r in args.runtime], args.caption
-    )
+    table = build_cost_table(read_records(args.summary), [read_runtime(r) for r in args.runtime], args.caption)
     for path in write_table(table, args.out):
         print(f"wrote {path}")
     return 0

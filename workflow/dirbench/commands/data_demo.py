@@ -1,4 +1,7 @@
-"""``dirbench data demo``: generate the embedded offline demo dataset (see :mod:`dirbench.data.demo`)."""
+"""``dirbench data demo``: generate the embedded offline demo dataset (see :mod:`dirbench.data.demo`).
+
+The generator flags are generated from :class:`dirbench.data.demo.DemoParams`.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +15,27 @@ HELP = "generate the offline demo dataset (MNI152 under random diffeomorphisms) 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dirbench.data.demo import DemoParams
+
     parser.add_argument("--out", required=True, type=Path, help="folder to write (dataset.json, NIfTI files)")
-    parser.add_argument("--subjects", type=int, default=24,
-                        help="number of subjects (default 24: 16 training, 3 validation, 5 test; at least 6)")
-    parser.add_argument("--spacing", type=float, default=4.0,
-                        help="isotropic voxel size in mm, at most 8 (default 4: a 48x64x48 grid)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (a seed always gives the same arrays)")
+    parser.add_argument("--force", action="store_true",
+                        help="regenerate a folder that holds a demo dataset made with other settings")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="print only the final line")
+    DemoParams.add_arguments(parser.add_argument_group("generator settings"))
 
 
 def run(args: argparse.Namespace) -> int:
     from dirbench.data.demo import DemoParams, generate, split_sizes
+    from dirbench.errors import UserError
+    from methods.config import ConfigError
 
-    params = DemoParams(subjects=args.subjects, spacing=args.spacing, seed=args.seed)
+    try:
+        params = DemoParams.from_dict(DemoParams.arguments_given(args))
+    except ConfigError as err:
+        raise UserError(str(err)) from None
     start = time.perf_counter()
-    path = generate(args.out, params, log=None if args.quiet else lambda msg: print(msg, file=sys.stderr))
+    log = None if args.quiet else lambda msg: print(msg, file=sys.stderr)
+    path = generate(args.out, params, log=log, force=args.force)
     n_train, n_val, n_test = split_sizes(params.subjects)
     print(f"{path}: {params.subjects} subjects ({n_train} training, {n_val} validation, {n_test} test) "
           f"at {params.spacing:g} mm, seed {params.seed} [{time.perf_counter() - start:.1f} s]")

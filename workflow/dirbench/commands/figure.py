@@ -6,21 +6,27 @@
 - ``qualitative``: ``--fixed NII --moving NII --disp METHOD=NII ... [--axis A] [--slice I] --out PREFIX``, or
   ``--pairs DATASET_JSON:LIST --index K --disp METHOD=DIR ...`` (each DIR holding ``disp_{fixed}_{moving}.nii.gz``)
 - ``boxplot``: ``--csv ... --dataset-json JSON [--merge-hemispheres] --out PREFIX``
+- ``curves``: ``--summary RUN_DIR/summary.json ... --out PREFIX`` (each run's ``metrics.csv`` beside it)
+
+``--summary`` takes run records (``summary.json``): they give the parameter counts of ``scaling`` and the
+full training-set size of ``trainsize``; no model is built.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from dirbench.run_record import RunRecord
+
 NAME = "figure"
-HELP = "draw a figure: scaling | trainsize | qualitative | boxplot (PREFIX.pdf and PREFIX.png)"
-KINDS = ("scaling", "trainsize", "qualitative", "boxplot")
+HELP = "draw a figure: scaling | trainsize | qualitative | boxplot | curves (PREFIX.pdf and PREFIX.png)"
+KINDS = ("scaling", "trainsize", "qualitative", "boxplot", "curves")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,8 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         type=Path,
         metavar="JSON",
-        help="training summaries: parameters of unregistered methods (scaling), the full "
-        "training-set size (trainsize, when --full-size is not given)",
+        help="run records, runs/{dataset}/{method}/{subset}/summary.json: parameter counts (scaling), the "
+        "full training-set size (trainsize, when --full-size is not given), the runs to draw (curves)",
     )
     p.add_argument("--full-size", type=int, metavar="N", help="trainsize: images in the full training set")
     p.add_argument("--fixed", type=Path, help="qualitative: fixed image")
@@ -76,15 +82,23 @@ def _need(args: argparse.Namespace, *names: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dirbench import figures
-    from dirbench.tables import read_eval_csvs, read_summary
+    from dirbench.tables import read_eval_csvs, read_records
 
-    summaries = {s["label"]: s for s in map(read_summary, args.summary)}
+    if args.kind == "curves":
+        from dirbench.curves import curves_figure, read_run_curve
+
+        _need(args, "summary")
+        fig = curves_figure([read_run_curve(s) for s in args.summary])
+        for path in figures.save_figure(fig, args.out):
+            print(f"wrote {path}")
+        return 0
+    records = read_records(args.summary)
     reference = read_eval_csvs([args.reference]) if args.reference else None
     if args.kind == "scaling":
-        fig = _scaling(args, summaries, reference)
+        fig = _scaling(args, records, reference)
     elif args.kind == "trainsize":
         _need(args, "csv")
-        full = args.full_size or _full_size(summaries)
+        full = args.full_size or _full_size(records)
         fig = figures.trainsize_figure(read_eval_csvs(args.csv), full, reference)
     elif args.kind == "qualitative":
         fig = _qualitative(args)
@@ -99,29 +113,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _full_size(summaries: dict[str, dict[str, Any]]) -> int | None:
-    """``train_images`` of the full-set run among the summaries (a label without ``@N``), if any."""
-    sizes = [s["train_images"] for label, s in summaries.items() if "@" not in label and "train_images" in s]
+def _full_size(records: dict[str, RunRecord]) -> int | None:
+    """The number of training images of the full-set run among the records (no subset), if recorded."""
+    sizes = [r.result["train_images"] for r in records.values() if r.run.subset is None and "train_images" in r.result]
     return max(sizes) if sizes else None
 
 
-def _scaling(
-    args: argparse.Namespace, summaries: dict[str, dict[str, Any]], reference: pd.DataFrame | None
-) -> Figure:
+def _scaling(args: argparse.Namespace, records: dict[str, RunRecord], reference: pd.DataFrame | None) -> Figure:
     from dirbench import figures
-    from dirbench.errors import UserError
-    from dirbench.tables import parameter_count, read_eval_csvs
+    from dirbench.tables import read_eval_csvs
 
     _need(args, "csv")
     df = read_eval_csvs(args.csv)
-    params = {}
-    for label in dict.fromkeys(df["method"]):
-        counted = parameter_count(label, summaries)
-        if counted is None:
-            raise UserError(
-                f"method {label}: parameter count unknown (not a registered method; pass --summary)"
-            )
-        params[label] = counted[0]
+    params = {label: r.params.total for label, r in records.items()}
     return figures.scaling_figure(df, params, reference)
 
 

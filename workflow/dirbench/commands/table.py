@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         type=Path,
         metavar="JSON",
-        help="training summary.json files (parameters of unregistered methods; table_b3's full size)",
+        help="the run records (runs/{dataset}/{method}/{subset}/summary.json) of the trained methods: "
+        "parameter counts, not-converged / collapsed footnotes, table_b3's full training-set size",
     )
     p.add_argument("--caption", help="caption text (the marking rule is appended)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the underline rule")
@@ -39,12 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dirbench.errors import UserError
-    from dirbench.tables import build_table, read_eval_csvs, read_summary, write_table
+    from dirbench.tables import build_table, read_eval_csvs, read_records, write_table
 
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must be in (0, 1), got {args.alpha}")
     df = read_eval_csvs(args.csv)
-    table = build_table(args.kind, df, [read_summary(s) for s in args.summary], args.caption, args.alpha)
+    table = build_table(args.kind, df, read_records(args.summary), args.caption, args.alpha)
     for path in write_table(table, args.out):
         print(f"wrote {path}")
     return 0

@@ -44,9 +44,10 @@ evaluation reports the end-point error ``epe`` against :func:`true_pair_disp` fo
 
 Splits (:func:`split_sizes`): the first ``n_train`` subjects train; the next ``n_val`` and the last
 ``n_test`` are held out and listed in ``images``; the ``validation`` and ``test`` pair lists hold every
-unordered pair of their subjects, the higher id fixed (24 subjects: 16 / 3 / 5, so 3 validation and 10
-test pairs). ``manifest.json`` is written last; a folder whose manifest matches the requested parameters
-and files is left as it is.
+unordered pair of their subjects, the higher id fixed (18 subjects: 10 / 4 / 4, so 6 validation and 6 test
+pairs; 24 subjects: 14 / 5 / 5, so 10 and 10). ``manifest.json`` is written last; a folder whose manifest
+matches the requested parameters and files is left as it is, one made with other settings is refused unless
+``force``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import importlib.resources
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ from dirbench.dataset import Dataset, image_id
 from dirbench.errors import UserError
 from dirbench.io import atomic_path, load_disp, save_disp, save_image, save_labels
 from dirbench.warp import warp_array
+from methods.config import Config, setting
 
 __all__ = [
     "LABELS",
@@ -85,7 +87,7 @@ __all__ = [
 
 #: Generator version: bump when the output for given parameters changes (it invalidates old manifests).
 #: 2: ``dataset.json`` declares ``"ground_truth": "template_warps"`` (the images and fields are unchanged).
-VERSION = 2
+VERSION = 3
 #: Files bundled in nilearn's wheel under ``nilearn/datasets/data`` (ICBM 2009a nonlinear symmetric, 1 mm).
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -129,22 +131,19 @@ LANDMARK_LABELS: tuple[int, ...] = (*range(7, 13), 14, 15, *range(24, 30), 31, 3
 
 
 @dataclass(frozen=True)
-class DemoParams:
-    """Generator parameters (all recorded in ``dataset.json`` and the manifest).
+class DemoParams(Config):
+    """Generator parameters (all recorded in ``dataset.json`` and the manifest; the ``dirbench data demo``
+    flags are generated from them). Lengths in mm."""
 
-    Lengths in mm. ``noise``: Rician σ in template intensity units (white matter ≈ 0.8); ``bias_std``:
-    standard deviation of the log bias field.
-    """
-
-    subjects: int = 24
-    spacing: float = 4.0
-    seed: int = 0
-    deform_mm: float = 6.0
-    deform_corr_mm: float = 16.0
-    deform_jitter: float = 0.25
-    bias_std: float = 0.1
-    bias_corr_mm: float = 48.0
-    noise: float = 0.02
+    subjects: int = setting(24, "number of subjects (at least 6); the split is in split_sizes()")
+    spacing: float = setting(4.0, f"isotropic voxel size in mm, at most {MAX_SPACING_MM:g} (4: 48x64x48, 6: 32x48x32)")
+    seed: int = setting(0, "random seed (a seed always gives the same arrays)")
+    deform_mm: float = setting(6.0, "RMS magnitude of each subject's velocity field (mm)")
+    deform_corr_mm: float = setting(16.0, "correlation length (Gaussian sigma) of the velocity field (mm)")
+    deform_jitter: float = setting(0.25, "per-subject relative spread of deform_mm, in [0, 1)")
+    bias_std: float = setting(0.1, "standard deviation of the log bias field")
+    bias_corr_mm: float = setting(48.0, "correlation length of the bias field (mm)")
+    noise: float = setting(0.02, "Rician noise sigma in template intensity units (white matter ~ 0.8)")
 
     def check(self) -> None:
         """Raise :class:`UserError` for parameters the generator cannot honour."""
@@ -166,8 +165,9 @@ class DemoParams:
 
 
 def split_sizes(subjects: int) -> tuple[int, int, int]:
-    """``(n_train, n_val, n_test)``: 1/8 validation and 5/24 test (at least 2 each), the rest training."""
-    n_val = max(2, round(subjects / 8))
+    """``(n_train, n_val, n_test)``: 1/5 validation (at least 2; 4 of 18 subjects give 6 validation pairs,
+    enough for model selection and the convergence verdict), 5/24 test (at least 2), the rest training."""
+    n_val = max(2, round(subjects / 5))
     n_test = max(2, round(subjects * 5 / 24))
     return subjects - n_val - n_test, n_val, n_test
 
@@ -518,7 +518,7 @@ def _pairs(ids: Sequence[str], path: dict[str, str]) -> list[dict[str, str]]:
 
 
 def _manifest_key(params: DemoParams) -> dict[str, Any]:
-    return {**asdict(params), "version": VERSION}
+    return {**params.to_dict(), "version": VERSION}
 
 
 def _is_complete(out: Path, params: DemoParams) -> bool:
@@ -537,15 +537,27 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def _changed_settings(out: Path, params: DemoParams) -> list[str]:
+    """``key: old → new`` for every generator setting in which ``out``'s manifest differs from ``params``."""
+    try:
+        old = json.loads((out / "manifest.json").read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # no (readable) manifest: nothing complete there, an interrupted run at most
+    new = _manifest_key(params)
+    return [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
+
+
 def generate(
-    out: str | Path, params: DemoParams | None = None, log: Callable[[str], None] | None = None
-) -> Path:
+    out: str | Path, params: DemoParams | None = None, log: Callable[[str], None] | None = None,
+    force: bool = False,
+) -> Path:  # fmt: skip
     """Write the demo dataset into ``out`` (created if needed); returns the path of its ``dataset.json``.
 
-    A folder already holding a complete dataset for the same parameters is left untouched. Otherwise the old
-    manifest is removed first (an interrupted run is never taken as complete), every file is written
-    atomically, files of an older manifest that the new dataset lacks are deleted, and the manifest comes
-    last.
+    A folder already holding a complete dataset for the same parameters is left untouched. A folder holding
+    a complete dataset made with other settings (or by another generator version) is refused, naming the
+    differences, unless ``force``: results built on it would silently change. Otherwise the old manifest is
+    removed first (an interrupted run is never taken as complete), every file is written atomically, files
+    of an older manifest that the new dataset lacks are deleted, and the manifest comes last.
     ``log`` receives one progress line per subject.
     """
     params = params or DemoParams()
@@ -557,6 +569,12 @@ def generate(
         if log:
             log(f"{out}: demo dataset already complete, nothing to do")
         return out / "dataset.json"
+    changed = _changed_settings(out, params)
+    if changed and not force:
+        raise UserError(
+            f"{out}: holds a demo dataset made with other settings ({'; '.join(changed)}); use another --out, "
+            "or --force to regenerate it (results computed on the old data become stale)"
+        )
     old_files: set[str] = set()
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():

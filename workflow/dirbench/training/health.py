@@ -3,7 +3,8 @@
 **Converged** (stated in the README): with at least :data:`MIN_VALIDATIONS` validations, the best
 validation value improved by less than ``tol`` over the last quarter of the validations, i.e.
 ``|best(all) − best(first 3/4)| < tol`` (Dice: higher is better; ``1 − NCC²``: lower is better). With fewer
-validations convergence cannot be told (``None``).
+validations convergence cannot be told (``None``). A curve that never beat the zero field's (Initial's)
+value by ``tol`` is not converged either: the model did not train (VoxelMorph's flow head at a low lr).
 
 **Collapsed**: the model has degenerated into a useless mapping. Any one of, at a validation:
 
@@ -32,12 +33,20 @@ NCC_SQ_FLOOR = 0.02
 OUTSIDE_LIMIT = 0.5
 
 
-def converged(values: Sequence[float], higher_is_better: bool, tol: float) -> bool | None:
-    """Whether the validation curve ``values`` (in order) has plateaued; None with too few validations."""
+def converged(
+    values: Sequence[float], higher_is_better: bool, tol: float, initial: float | None = None
+) -> bool | None:
+    """Whether the validation curve ``values`` (in order) has plateaued; None with too few validations.
+
+    A curve whose best value never beat ``initial`` (the zero field's) by ``tol`` is flat because the model
+    did not train, not because it converged: False.
+    """
     if len(values) < MIN_VALIDATIONS:
         return None
-    head = values[: math.ceil(len(values) * 3 / 4)]
     pick = max if higher_is_better else min
+    if initial is not None and not abs(pick([*values, initial]) - initial) >= tol:
+        return False
+    head = values[: math.ceil(len(values) * 3 / 4)]
     return abs(pick(values) - pick(head)) < tol
 
 

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 import methods
 from dirbench import metrics
-from dirbench.checkpoint import load_checkpoint
+from dirbench.checkpoint import load_checkpoint, restore_rng_state
 from dirbench.dataset import Dataset, ImageRecord, PairRecord
 from dirbench.io import atomic_path
 from dirbench.run_record import DatasetIdentity, ParamCounts, Preprocessing, RunId, RunRecord
@@ -46,7 +46,7 @@ from dirbench.runtime import autocast, peak_gpu_mib, peak_rss_mib, pick_device
 from dirbench.sampler import epoch_pairs, training_subset
 from dirbench.train_config import TrainConfig
 from dirbench.training import health
-from dirbench.training.state import Position, set_rng_state, write_checkpoint
+from dirbench.training.state import Position, write_checkpoint
 from dirbench.training.step import TrainingError, compute_loss, optimisation_step
 from dirbench.volumes import VolumeCache
 from methods.losses import ncc_vfa
@@ -212,7 +212,7 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         self.state = Position(**ckpt["position"])
         self.best_weights = ckpt.get("best_model")
-        set_rng_state(ckpt["rng"])
+        restore_rng_state(ckpt["rng"])
         self.record.collapse = saved.collapse
         best = self.out_dir / "best.pt"
         if self.best_weights is not None and not best.exists():  # e.g. removed by Snakemake after a failure
@@ -441,7 +441,9 @@ class Trainer:
     def _finish(self) -> RunRecord:
         st, record = self.state, self.record
         record.status = "collapsed" if record.collapsed else "finished"
-        record.converged = health.converged(st.validations, self.val_metric == "dice", self.cfg.converge_tol)
+        record.converged = health.converged(
+            st.validations, self.val_metric == "dice", self.cfg.converge_tol, st.val_initial
+        )
         if not self.val_pairs:  # no validation pairs: the final weights are the result
             st.best_epoch = st.epoch
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}

@@ -2,23 +2,22 @@
 
 A training checkpoint holds the :class:`~dirbench.run_record.RunRecord` (``record``), the weights
 (``model``), the optimiser and scheduler states, the :class:`Position` (``position``), the RNG states
-(``rng``) and, in ``last.pt``, the best weights so far (``best_model``), so that a run resumes exactly where
-it stopped and ``best.pt`` can be restored if it was removed.
+(``rng``, from :func:`dirbench.checkpoint.encode_rng_state`: tensors and plain data, so the checkpoint
+loads with ``weights_only=True``) and, in ``last.pt``, the best weights so far (``best_model``), so that a
+run resumes exactly where it stopped and ``best.pt`` can be restored if it was removed.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from dirbench.checkpoint import save_checkpoint
+from dirbench.checkpoint import encode_rng_state, save_checkpoint
 
-__all__ = ["Position", "rng_state", "set_rng_state", "write_checkpoint"]
+__all__ = ["Position", "write_checkpoint"]
 
 
 @dataclass
@@ -45,23 +44,6 @@ class Position:
         return asdict(self)
 
 
-def rng_state() -> dict[str, Any]:
-    """The torch, NumPy and Python RNG states (CUDA too when present)."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore :func:`rng_state`'s result."""
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def write_checkpoint(
     path: Path, record: dict[str, Any], model: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
     scheduler: Any, position: Position, best_model: dict[str, torch.Tensor] | None = None,
@@ -73,7 +55,7 @@ def write_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler else None,
         "position": position.to_dict(),
-        "rng": rng_state(),
+        "rng": encode_rng_state(),
     }
     if best_model is not None:
         state["best_model"] = best_model
