@@ -23,8 +23,9 @@ import torch
 from dirbench.checkpoint import load_checkpoint, rebuild_model
 from dirbench.dataset import PairRecord
 from dirbench.errors import UserError
-from dirbench.io import atomic_path, load_affine, load_image, save_disp
-from dirbench.run_record import RunRecord
+from dirbench.io import atomic_path, load_affine, save_disp
+from dirbench.native import NativeImage, NativePipeline
+from dirbench.run_record import Preprocessing, RunRecord
 from dirbench.runtime import autocast, peak_gpu_mib, peak_rss_mib, pick_device
 
 __all__ = ["Registrar", "register_pairs"]
@@ -46,15 +47,30 @@ class Registrar:
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: str | Path, device: str = "auto", amp: str = "none", intensity_scale: float | None = None
+        cls, checkpoint: str | Path, device: str = "auto", amp: str = "none", **native: Any
     ) -> Registrar:
+        """A trained network; its preprocessing comes from the checkpoint's run record, nowhere else.
+
+        ``native`` goes to :class:`dirbench.native.NativePipeline` (``centre``, ``normalise``, ``modality``,
+        ``note``).
+        """
         dev = pick_device(device)
         state = load_checkpoint(checkpoint, map_location=dev)
-        model = rebuild_model(state, checkpoint, dev)
         record = RunRecord.from_checkpoint(state, checkpoint)
-        if intensity_scale is None:
-            intensity_scale = record.preprocessing.intensity_scale
-        shape = record.preprocessing.shape
+        model = rebuild_model(state, checkpoint, dev)
+        pipeline = NativePipeline(record.preprocessing, str(checkpoint), **native)
+        return cls.from_model(model, record.preprocessing, record.run.method, dev, amp, pipeline)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, prep: Preprocessing, name: str, device: torch.device,
+                   amp: str = "none", pipeline: NativePipeline | None = None) -> Registrar:
+        """Register native images with ``model`` (in eval mode on ``device``) through the native pipeline.
+
+        The pair is mapped onto the model's grid, registered, and the displacement mapped back onto the
+        fixed image's grid, the inverse field (if the model gives one) onto the moving image's grid
+        (:mod:`dirbench.native`); images already on the training grid pass through untouched.
+        """
+        pipeline = pipeline or NativePipeline(prep, name)
 
         def as_array(field: torch.Tensor) -> np.ndarray:
             """``[1, 3, X, Y, Z]`` → float32 ``[X, Y, Z, 3]``."""
@@ -62,28 +78,34 @@ class Registrar:
 
         @torch.no_grad()
         def run(fixed: Path, moving: Path) -> tuple[np.ndarray, np.ndarray | None]:
-            tensors = [
-                torch.from_numpy(load_image(p, shape) * np.float32(intensity_scale))[None, None].to(dev)
-                for p in (moving, fixed)
-            ]
-            with autocast(dev, amp):
+            pair = pipeline.prepare(fixed, moving)
+            tensors = [torch.from_numpy(np.ascontiguousarray(a))[None, None].to(device)
+                       for a in (pair.moving, pair.fixed)]
+            with autocast(device, amp):
                 out = model(*tensors)
-            return as_array(out.disp), None if out.inverse is None else as_array(out.inverse)
+            disp = pipeline.finish(as_array(out.disp), pair)
+            return disp, None if out.inverse is None else pipeline.finish_inverse(as_array(out.inverse), pair)
 
-        return cls(run, dev, record.run.method)
+        return cls(run, device, name)
 
     @classmethod
     def greedy(cls, config: dict[str, Any] | None = None) -> Registrar:
+        """Greedy on the native grids. Both images are read and checked (:class:`dirbench.native.NativeImage`)
+        before Greedy runs, since ITK reads a truncated gzip without complaint.
+        """
         from methods.greedy import GreedyConfig, run_greedy, greedy_warp_to_disp  # noqa: I001
         import tempfile
 
         cfg = GreedyConfig.from_dict(config or {})
 
         def run(fixed: Path, moving: Path) -> tuple[np.ndarray, None]:
+            fixed_grid = NativeImage.load(fixed).grid
+            NativeImage.load(moving)
             with tempfile.TemporaryDirectory(prefix="greedy-") as tmp:
                 warp_path = Path(tmp) / "warp.nii.gz"
                 run_greedy(fixed, moving, warp_path, cfg, log=Path(tmp) / "greedy.log")
-                return greedy_warp_to_disp(warp_path, load_affine(fixed)), None
+                # Moving affine = fixed affine: u in fixed voxel units, whatever the moving grid (dirbench.native).
+                return greedy_warp_to_disp(warp_path, fixed_grid.affine), None
 
         return cls(run, torch.device("cpu"), "greedy")
 
@@ -104,13 +126,17 @@ class Registrar:
         return disp, inverse, cost
 
 
-def register_pairs(registrar: Registrar, pairs: list[PairRecord], out_dir: str | Path, overwrite: bool = False) -> Path:
+def register_pairs(registrar: Registrar, pairs: list[PairRecord], out_dir: str | Path, overwrite: bool = False,
+                   progress: bool = False) -> Path:
     """Register every pair into ``out_dir/disp_{fixed}_{moving}.nii.gz`` (and ``inv_{fixed}_{moving}.nii.gz``
     for a model that returns its inverse); returns ``runtime.csv``'s path.
 
     Pairs whose displacement already exists are skipped (unless ``overwrite``), so an interrupted batch
-    resumes; their earlier runtime rows are kept.
+    resumes; their earlier runtime rows are kept. ``progress`` shows a tqdm bar on stderr when stderr is a
+    terminal (never in a job log).
     """
+    from tqdm import tqdm
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runtime_path = out_dir / "runtime.csv"
@@ -120,7 +146,7 @@ def register_pairs(registrar: Registrar, pairs: list[PairRecord], out_dir: str |
             rows = {(r["fixed"], r["moving"]): r for r in csv.DictReader(fh)}
     if not pairs:
         raise UserError("no pairs to register")
-    for pair in pairs:
+    for pair in tqdm(pairs, desc=f"register {registrar.name}", unit="pair", disable=None if progress else True):
         target = out_dir / pair.disp_name
         if target.exists() and not overwrite and (pair.fixed.id, pair.moving.id) in rows:
             continue

@@ -156,8 +156,8 @@ def load_disp(path: PathLike, shape: tuple[int, int, int] | None = None) -> np.n
     data, _ = _load(path)
     if data.ndim == 5:
         raise UserError(
-            f"{path}: a 5-D [X, Y, Z, 1, 3] vector image (an ITK / Greedy warp in mm, LPS?) is not a voxel "
-            "displacement; convert it with methods.greedy.greedy_warp_to_disp"
+            f"{path}: a 5-D [X, Y, Z, 1, 3] vector image (an ITK / ANTs / Greedy warp in mm, LPS?) is not a voxel "
+            "displacement; convert it with `dirbench export --format dirbench`"
         )
     if data.ndim == 4 and data.shape[-1] != 3 and data.shape[0] == 3:
         data = np.moveaxis(data, 0, -1)
