@@ -263,7 +263,7 @@ def test_killed_training_resumes_under_slurm(cluster: Cluster, tmp_path: Path) -
     # ... and the finished run is the whole protocol, each epoch once: nothing lost, nothing repeated.
     with open(run_dir / "metrics.csv", newline="") as fh:
         assert [int(row["epoch"]) for row in csv.DictReader(fh)] == list(range(1, epochs + 1))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["epochs"] == epochs
-    assert summary["updates"] == epochs * samples  # voxelmorph: two updates (A→B, B→A) per drawn pair
+    result = json.loads((run_dir / "summary.json").read_text())["result"]
+    assert result["epochs"] == epochs
+    assert result["updates"] == epochs * samples  # voxelmorph: two updates (A→B, B→A) per drawn pair
     assert (run_dir / "best.pt").is_file()
