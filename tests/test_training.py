@@ -250,8 +250,8 @@ def test_every_epoch_prints_one_line_even_without_a_progress_bar(dataset: Path, 
         r"\(best \d\.\d{4} at epoch [12]; initial \d\.\d{4}\) · \d+\.\d\d steps/s · ETA \d:\d\d:\d\d"
     )
     assert re.fullmatch(pattern, lines[1]), lines[1]
-    assert re.search(r"done: 3 epochs, 12 updates, best dice .* (converged|NOT converged|convergence unknown)",
-                     result.stderr)  # fmt: skip
+    assert re.search(r"done: 3 epochs, 12 updates, best dice \d\.\d{4} \(weights of epoch [123]\); "
+                     r"(converged|NOT converged|convergence unknown)", result.stderr)  # fmt: skip
     with open(tmp_path / "run" / "metrics.csv") as fh:
         assert [int(r["updates"]) for r in csv.DictReader(fh)] == [4, 8, 12]
 
@@ -262,7 +262,7 @@ def test_every_epoch_prints_one_line_even_without_a_progress_bar(dataset: Path, 
 def test_a_forced_collapse_stops_the_run_loudly_and_is_recorded(
     dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    trainer = Trainer(config(dataset, epochs=3), tmp_path)
+    trainer = Trainer(config(dataset, epochs=3, val_every=2), tmp_path)  # collapses before the first validation
     model = trainer.model
 
     def runaway(moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationOutput:
@@ -279,6 +279,7 @@ def test_a_forced_collapse_stops_the_run_loudly_and_is_recorded(
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["collapsed"] is True and summary["status"] == "collapsed"
     assert "NCC²" in summary["collapse"]["reason"] or "outside" in summary["collapse"]["reason"]
+    assert (tmp_path / "best.pt").is_file() and record.result["best_epoch"] == 1  # the DAG's declared output
 
 
 def test_a_healthy_run_is_not_flagged(dataset: Path, tmp_path: Path) -> None:

@@ -444,7 +444,7 @@ class Trainer:
         record.converged = health.converged(
             st.validations, self.val_metric == "dice", self.cfg.converge_tol, st.val_initial
         )
-        if not self.val_pairs:  # no validation pairs: the final weights are the result
+        if self.best_weights is None:  # never validated (no validation pairs, or a collapse before the first)
             st.best_epoch = st.epoch
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         record.result = {
@@ -469,6 +469,6 @@ class Trainer:
         record.write(self.out_dir / "summary.json")
         verdict = {True: "converged", False: "NOT converged", None: "convergence unknown (too few validations)"}
         note = f"COLLAPSED at epoch {record.collapse['epoch']}" if record.collapse else verdict[record.converged]
-        self.log(f"done: {st.epoch} epochs, {st.updates} updates, best {self.val_metric} {st.best_value} at epoch "
-                 f"{st.best_epoch}; {note}")  # fmt: skip
+        best = "not validated" if st.best_value is None else f"best {self.val_metric} {st.best_value:.4f}"
+        self.log(f"done: {st.epoch} epochs, {st.updates} updates, {best} (weights of epoch {st.best_epoch}); {note}")
         return record
