@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +49,20 @@ def test_config_schema_rejects_unknown_keys(tmp_path: Path) -> None:
     assert "typo_key" in result.stdout + result.stderr
 
 
+def _assert_never_oversubscribed(runs: Path, cores: int) -> None:
+    """The training sessions recorded in the run records never ran with more threads together than cores
+    (snakemake#3913 made Snakemake 9.10-9.16 start two 2-thread trainings on 2 cores)."""
+    sessions = []
+    for path in runs.rglob("summary.json"):
+        result = json.loads(path.read_text())["result"]
+        start, end = (datetime.fromisoformat(result["session"][k]).timestamp() for k in ("started", "finished"))
+        sessions.append((start, end, result["threads"], path.parent))
+    assert len(sessions) >= 5
+    for start, _, _, _ in sessions:  # the threads in use are highest just after some session starts
+        running = [(threads, where) for s, e, threads, where in sessions if s <= start < e]
+        assert sum(t for t, _ in running) <= cores, running
+
+
 @pytest.mark.slow
 def test_ci_config_runs_end_to_end(tmp_path: Path) -> None:
     result = snakemake("--cores", "2", "--configfile", str(REPO / "workflow/config/ci.yaml"), cwd=tmp_path)
@@ -67,6 +83,10 @@ def test_ci_config_runs_end_to_end(tmp_path: Path) -> None:
     # Greedy registers: it beats the zero displacement on Dice.
     case = evals[evals["label"].isna() & (evals["metric"] == "dice")].groupby("method")["value"].mean()
     assert case["greedy"] > case["initial"]
+    assert {"epe", "ic_error"} <= set(evals["metric"])  # demo data has ground truth; dp-convic-c is IC
+    for name in ("table1", "table_b2", "table_b3"):
+        assert (out / "figures" / f"curves_{name}.pdf").read_bytes().startswith(b"%PDF")
+    _assert_never_oversubscribed(out / "runs", cores=2)
     # A second run has nothing to do, and the report builds.
     again = snakemake("-n", "--configfile", str(REPO / "workflow/config/ci.yaml"), cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -162,7 +162,8 @@ class RunRecord:
         status: ``running``, ``finished``, ``collapsed`` (stopped by the collapse guard) or ``interrupted``.
         converged: whether the validation curve plateaued (None: too few validations to tell).
         collapse: ``{"epoch": E, "reason": "..."}`` when the collapse guard fired, else None.
-        result: figures of the finished run (epochs, updates, best validation value and epoch, times, memory).
+        result: figures of the finished run (epochs, updates, best validation value and epoch, times, memory,
+            threads, and the wall-clock ``session`` {started, finished} of the last training session).
     """
 
     run: RunId

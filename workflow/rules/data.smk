@@ -14,7 +14,7 @@ for _name, _ds in config["datasets"].items():
             f"{RESULTS}/logs/data/{_name}.log",
         benchmark:
             f"{RESULTS}/benchmarks/data/{_name}.tsv"
-        threads: 2
+        threads: config["threads"]["data"]
         conda:
             "../envs/dirbench.yaml"
         shell:

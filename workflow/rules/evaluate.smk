@@ -17,7 +17,7 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate/{{dataset}}/{{method}}/{{subset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{method}}/{{subset}}.tsv"
-    threads: 2
+    threads: config["threads"]["evaluate"]
     conda:
         "../envs/dirbench.yaml"
     shell:

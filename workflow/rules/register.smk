@@ -18,7 +18,7 @@ rule register:
         f"{RESULTS}/logs/register/{{dataset}}/{{method}}/{{subset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/register/{{dataset}}/{{method}}/{{subset}}.tsv"
-    threads: 2
+    threads: config["threads"]["register"]
     resources:
         gpu=config["register"].get("gpus", 0),
     conda:
@@ -40,7 +40,7 @@ rule register_greedy:
         f"{RESULTS}/logs/register/{{dataset}}/greedy.log",
     benchmark:
         f"{RESULTS}/benchmarks/register/{{dataset}}/greedy.tsv"
-    threads: 2
+    threads: config["threads"]["greedy"]
     conda:
         "../envs/dirbench.yaml"
     shell:

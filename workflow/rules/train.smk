@@ -29,7 +29,7 @@ rule train:
         f"{RESULTS}/logs/train/{{dataset}}/{{method}}/{{subset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{dataset}}/{{method}}/{{subset}}.tsv"
-    threads: 2
+    threads: config["threads"]["train"]
     resources:
         gpu=config["train"].get("gpus", 0),
         runtime=train_runtime,

@@ -151,6 +151,7 @@ class Trainer:
         self.flag = _SignalFlag()
         self.writer: Any = None
         self.bar: Any = None
+        self.started = ""  # wall-clock start of this training session (ISO 8601), set by run()
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -304,6 +305,7 @@ class Trainer:
         """Train until ``cfg.epochs`` (or a collapse); returns the completed run record."""
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.started = datetime.datetime.now().astimezone().isoformat()
         n_pairs = cfg.samples_per_epoch // 2
         self.bar = tqdm(
             total=cfg.epochs * n_pairs, initial=self.state.epoch * n_pairs + self.state.step,
@@ -462,6 +464,7 @@ class Trainer:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
             "train_images": len(self.train_images),
+            "session": {"started": self.started, "finished": datetime.datetime.now().astimezone().isoformat()},
         }
         if self.best_weights is not None:
             self.save(self.out_dir / "best.pt", self.best_weights)  # with the completed record
