@@ -4,6 +4,8 @@
 import json
 import shlex
 
+import yaml
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -82,14 +84,6 @@ def prepare_args(ds):
     for key, value in ds.get("prepare", {}).items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     return " ".join(args)
-
-
-def write_yaml(path, data):
-    """Write ``data`` as YAML (a run configuration)."""
-    import yaml
-
-    with open(path, "w") as fh:
-        yaml.safe_dump(data, fh, sort_keys=False)
 
 
 # ---------------------------------------------------------------- artefacts

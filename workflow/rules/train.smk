@@ -4,15 +4,18 @@
 # sets the old run aside into stale-<time>/ (`--on-change restart`), naming the changed settings in the log.
 
 
+# A shell job, not `run:` (which Snakemake executes by re-parsing the whole workflow in a new process).
 rule run_config:
     output:
         f"{RESULTS}/runs/{{dataset}}/{{method}}/{{subset}}/run_config.yaml",
     params:
-        settings=train_settings,
+        settings=lambda w: yaml.safe_dump(train_settings(w), sort_keys=False),
     log:
         f"{RESULTS}/logs/run_config/{{dataset}}/{{method}}/{{subset}}.log",
-    run:
-        write_yaml(output[0], params.settings)
+    conda:
+        "../envs/dirbench.yaml"
+    shell:
+        "printf '%s' {params.settings:q} > {output} 2> {log}"
 
 
 rule train:
