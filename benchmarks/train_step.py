@@ -124,7 +124,10 @@ def _worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = methods.build(args.worker, img_size=tuple(args.size)).to(device)
+    overrides: dict[str, object] = {}
+    if args.checkpoint:  # activation checkpointing: the option's name differs between the families
+        overrides = {"use_checkpoint": True} if args.worker == "transmorph" else {"checkpoint_levels": True}
+    model = methods.build(args.worker, img_size=tuple(args.size), **overrides).to(device)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     fmt = torch.channels_last_3d if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
@@ -271,6 +274,8 @@ def _subprocess(name: str, args: argparse.Namespace, size: tuple[int, int, int],
         cmd.append("--channels-last")
     if args.compile:
         cmd.append("--compile")
+    if args.checkpoint:
+        cmd.append("--checkpoint")
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -288,7 +293,8 @@ def _method_size(name: str, size: tuple[int, int, int]) -> tuple[int, int, int]:
 
 def _table(rows: list[dict], args: argparse.Namespace) -> str:
     size = tuple(args.size)
-    official = OFFICIAL.get(size, {}) if args.device == "cpu" and args.amp == "none" and not args.channels_last else {}
+    plain = args.device == "cpu" and args.amp == "none" and not (args.channels_last or args.compile or args.checkpoint)
+    official = OFFICIAL.get(size, {}) if plain else {}
     peak_kind = "CUDA max alloc" if args.device.startswith("cuda") else "peak RSS"
     head = f"| method | size | params | train step s, median of {args.steps} (min) | process CPU s | inference s "
     head += f"| {peak_kind} MiB |"
@@ -367,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast the forward pass")
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d model and inputs")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (default mode)")
+    parser.add_argument("--checkpoint", action="store_true", help="activation checkpointing (DP, DP-ConvIC, SITReg: "
+                        "checkpoint_levels; TransMorph: use_checkpoint); a model without it fails with an error row")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per method")
     parser.add_argument("--side-by-side", action="store_true",
@@ -393,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown method(s) {unknown}; available: {', '.join(methods.available())}")
     setting = f"device {args.device}, amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}, "
+    setting += f"checkpointing {args.checkpoint}, "
     setting += f"threads {args.threads}"
     if args.side_by_side:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
