@@ -5,7 +5,7 @@ time from a local checkout), randomises its weights (every parameter, including 
 zero- or N(0, 1e-5)-initialised upstream), transplants them one-to-one into our network and returns both, each
 with a runner in our convention (``(moving, fixed)`` ``[B, 1, X, Y, Z]`` → voxel displacement ``[B, 3, X, Y, Z]``
 on the fixed grid, plus the inverse for the inverse-consistent models). ``benchmarks/upstream_parity.py``
-compares their displacements; a timing script can call the same :func:`build_pair`.
+compares their displacements and gradients; ``benchmarks/train_step.py --side-by-side`` times both.
 
 Nothing here is imported by ``methods``, ``dirbench`` or the tests, and no upstream code is copied: the
 checkouts are found through environment variables and imported as they are.

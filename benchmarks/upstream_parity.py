@@ -1,4 +1,4 @@
-"""Parity of our networks with their authors' code: same random weights, same inputs, max |Δ displacement|.
+"""Parity of our networks with their authors' code: same random weights, same inputs, max |Δ displacement| and Δgrad.
 
 For each method, :func:`upstream.build_pair` builds the official network (from the checkouts named by the
 ``DIRBENCH_UPSTREAM_*`` environment variables, see ``benchmarks/upstream.py``) and ours, with every weight
@@ -12,10 +12,16 @@ smooth random images; the table gives the largest displacement, the largest diff
   normally agree to round-off too; the tolerance, 1e-5 voxel, allows for one solve stopping an iteration
   earlier than the other (round-off flipping a stop decision), whose effect is bounded by the solver's error.
 
+and the gradients of the training loss (:func:`methods.losses.registration_loss` on each side's output) with
+respect to every parameter: the largest ``max|g_official − g_ours| / max|g_official|`` over the parameters
+(:func:`upstream.gradient_gap`), against 1e-6. TransMorph needs ``DIRBENCH_UPSTREAM_TRANSMORPH`` and timm /
+ml_collections (or stand-ins) importable (see ``benchmarks/upstream.py``).
+
 Never run by the tests or CI; the exit status is 1 if a comparison that ran failed. Usage::
 
     export DIRBENCH_UPSTREAM_DP=/path/to/Unsupervised-DL-DIR-Revisited DIRBENCH_UPSTREAM_SITREG=/path/to/SITReg
     export DIRBENCH_UPSTREAM_LUMIR=/path/to/LUMIR_L2R DIRBENCH_UPSTREAM_VFA=/path/to/vfa
+    export DIRBENCH_UPSTREAM_TRANSMORPH=/path/to/TransMorph_Transformer_for_Medical_Image_Registration
     python benchmarks/upstream_parity.py                      # every method
     python benchmarks/upstream_parity.py --methods sitreg --gain-scale 3 --shape 32 32 32
 """
