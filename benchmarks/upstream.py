@@ -5,7 +5,7 @@ time from a local checkout), randomises its weights (every parameter, including 
 zero- or N(0, 1e-5)-initialised upstream), transplants them one-to-one into our network and returns both, each
 with a runner in our convention (``(moving, fixed)`` ``[B, 1, X, Y, Z]`` → voxel displacement ``[B, 3, X, Y, Z]``
 on the fixed grid, plus the inverse for the inverse-consistent models). ``benchmarks/upstream_parity.py``
-compares their displacements; a timing script can call the same :func:`build_pair`.
+compares their displacements and gradients; ``benchmarks/train_step.py --side-by-side`` times both.
 
 Nothing here is imported by ``methods``, ``dirbench`` or the tests, and no upstream code is copied: the
 checkouts are found through environment variables and imported as they are.
@@ -17,11 +17,16 @@ environment variable          checkout (what it provides)
 ``DIRBENCH_UPSTREAM_SITREG``  honkamj/SITReg: SITReg, and ``shape_logic`` that the DP encoder imports
 ``DIRBENCH_UPSTREAM_LUMIR``   JHU-MedImage-Reg/LUMIR_L2R: ``VoxelMorph/models.py`` (VxmDense_2)
 ``DIRBENCH_UPSTREAM_VFA``     yihao6/vfa (GPL-3.0: run, never copied)
+``DIRBENCH_UPSTREAM_TRANSMORPH`` junyuchen245/TransMorph_Transformer_for_Medical_Image_Registration:
+                              ``OASIS/TransMorph/models`` (the OASIS variant, config ``TransMorph``)
 ============================  =====================================================================
 
 The inverse-consistent models also need the PyPI packages ``composable-mapping==0.1.2`` and
-``deformation-inversion-layer`` (SITReg's pins; ``pip install -e .[upstream]``). :data:`NOT_BUILT` lists what
-has no builder (TransMorph: its code needs timm, hence torchvision) and why.
+``deformation-inversion-layer`` (SITReg's pins; ``pip install -e .[upstream]``). TransMorph's code imports
+``timm.models.layers`` (``DropPath``, ``trunc_normal_``, ``to_3tuple``) and ``ml_collections.ConfigDict``; timm
+pulls in torchvision, a compiled package tied to the torch build, so it is not in the ``upstream`` extra: put
+timm and ml_collections (or a local stand-in providing those four names) on ``PYTHONPATH`` yourself.
+:data:`NOT_BUILT` lists what has no builder and why.
 
 Run in float64, the official models need two adjustments that change no arithmetic: they are built and run
 with float64 as torch's default dtype (composable-mapping keeps its grids' affine matrices in the default dtype;
@@ -32,6 +37,7 @@ plain attribute that ``.to()`` does not reach) are cast to the input's dtype.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import importlib.util
 import io
@@ -39,6 +45,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +67,7 @@ __all__ = [
     "UpstreamUnavailable",
     "build_pair",
     "default_shape",
+    "gradient_gap",
     "randomise_",
     "transplant",
 ]
@@ -70,6 +78,7 @@ ENV_VARS: dict[str, str] = {
     "DIRBENCH_UPSTREAM_SITREG": "honkamj/SITReg",
     "DIRBENCH_UPSTREAM_LUMIR": "JHU-MedImage-Reg/LUMIR_L2R",
     "DIRBENCH_UPSTREAM_VFA": "yihao6/vfa",
+    "DIRBENCH_UPSTREAM_TRANSMORPH": "junyuchen245/TransMorph_Transformer_for_Medical_Image_Registration",
 }
 
 Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
@@ -85,7 +94,8 @@ class Pair:
 
     ``run_official`` / ``run_ours`` take ``(moving, fixed)`` ``[B, 1, X, Y, Z]`` and return ``(disp, inverse)``:
     voxel displacements ``[B, 3, X, Y, Z]`` in our convention (``warped(x) = moving(x + disp(x))``);
-    ``inverse`` is ``None`` for the one-directional models.
+    ``inverse`` is ``None`` for the one-directional models. ``rename`` maps an official parameter name to ours
+    (the transplant's mapping, e.g. to compare gradients parameter by parameter).
     """
 
     method: str
@@ -94,6 +104,7 @@ class Pair:
     ours: nn.Module
     run_official: Runner
     run_ours: Runner
+    rename: Callable[[str], str | None]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -465,6 +476,45 @@ _VFA_RENAME = _subs(
 )
 
 
+# ------------------------------------------------------------------------------------------------ TransMorph
+
+
+def _build_transmorph(shape: tuple[int, int, int]) -> tuple[nn.Module, Runner]:
+    """``OASIS/TransMorph/models/TransMorph.py`` with ``CONFIGS['TransMorph']`` (46,556,979 parameters), its
+    spatial transformer sized ``shape``; the runner returns the raw flow head output, which ours reproduces."""
+    folder = _checkout("DIRBENCH_UPSTREAM_TRANSMORPH") / "OASIS" / "TransMorph"
+    with _on_path(folder):  # its modules import one another as ``models.*``
+        tm = _import("models.TransMorph", "TransMorph's OASIS model; needs timm and ml_collections importable")
+    config = copy.deepcopy(tm.CONFIGS["TransMorph"])
+    config.img_size = tuple(shape)
+    with _quiet(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.meshgrid")
+        model = tm.TransMorph(config)
+
+    def run(moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return model(torch.cat([moving, fixed], dim=1))[1], None
+
+    return model, run
+
+
+_TRANSMORPH_RENAME = _subs(
+    [
+        (r"^transformer\.patch_embed\.proj\.", "encoder.patch_embed."),
+        (r"^transformer\.patch_embed\.norm\.", "encoder.patch_norm."),
+        (r"^transformer\.layers\.(\d+)\.downsample\.", r"encoder.stages.\1.merge."),
+        (r"^transformer\.layers\.(\d+)\.", r"encoder.stages.\1."),
+        (r"^transformer\.norm(\d+)\.", r"encoder.stages.\1.norm."),
+        (r"attn\.relative_position_bias_table$", "attn.rel_bias"),
+        (r"\.mlp\.fc1\.", ".mlp.0."),
+        (r"\.mlp\.fc2\.", ".mlp.2."),
+        (r"^c1\.", "conv_skip."),
+        (r"^c2\.", "unused_conv_skip."),
+        (r"^reg_head\.0\.", "flow."),
+        (r"^(up\d\.conv\d\.0\.weight)$", r"\1"),
+    ]
+)
+
+
 # ------------------------------------------------------------------------------------------------- API
 
 @dataclass(frozen=True)
@@ -487,13 +537,12 @@ METHODS: dict[str, Heads] = {
     "sitreg": Heads(r"final_convolution", 1.0),
     "voxelmorph": Heads(r"^flow\.", 10.0),
     "vfa": Heads(r"^decoder\.beta$", 10.0),  # β (init 0.1) scales every level's attended offset
+    "transmorph": Heads(r"^reg_head\.", 3.0),
 }
 #: Inverse-consistent methods (they also return the inverse; their parity is limited by the solver tolerance).
 IC_METHODS = ("dp-convic-mf", "dp-convic-c", "sitreg")
 #: Methods with no builder here, and why.
 NOT_BUILT: dict[str, str] = {
-    "transmorph": "its code imports timm (which needs torchvision, a compiled package tied to the torch build) and "
-    "ml_collections; not installed in the shared environment, and not stubbed",
     "dp-convic-mfc": "our addition: the paper's code has no DP-ConvIC-MFC",
 }
 
@@ -502,6 +551,8 @@ def default_shape(method: str) -> tuple[int, int, int]:
     """A small, non-cubic test volume every builder accepts for ``method``."""
     if method == "sitreg":
         return (24, 32, 20)
+    if method == "transmorph":
+        return (64, 96, 64)  # sides divisible by 32; the 16×24×16 token grid is padded to the (5, 6, 7) windows
     return (32, 48, 32)  # DP and VFA need sides divisible by 16, VoxelMorph by 16 as well
 
 
@@ -539,6 +590,8 @@ def build_pair(
             official, run_official = _build_voxelmorph(size)
         elif method == "vfa":
             official, run_official = _build_vfa(size)
+        elif method == "transmorph":
+            official, run_official = _build_transmorph(size)
         else:
             official, run_official = _build_dp(method, size, solver_tol, max_iter)
     if method == "sitreg":
@@ -550,6 +603,9 @@ def build_pair(
     elif method == "vfa":
         ours = methods.build("vfa", img_size=size)
         rename = _VFA_RENAME
+    elif method == "transmorph":
+        ours = methods.build("transmorph", img_size=size)
+        rename = _TRANSMORPH_RENAME
     else:
         extra = {"forward_solver": solver} if method.startswith("dp-convic") else {}
         ours = methods.build(method, img_size=size, **extra)
@@ -568,4 +624,39 @@ def build_pair(
         out = ours(moving, fixed)
         return out.disp, out.inverse
 
-    return Pair(method, size, official, ours, run_official_in_dtype, run_ours)  # type: ignore[arg-type]
+    return Pair(method, size, official, ours, run_official_in_dtype, run_ours, rename)  # type: ignore[arg-type]
+
+
+def gradient_gap(pair: Pair, moving: torch.Tensor, fixed: torch.Tensor, floor: float = 1e-4) -> tuple[float, str]:
+    """Largest relative gradient difference of the two networks after one backward pass of our training loss.
+
+    Both networks run in eval mode (TransMorph's stochastic depth off) on ``(moving, fixed)``; the loss is
+    :func:`methods.losses.registration_loss` on each side's output. For each official parameter ``p`` and its
+    counterpart: ``max|g_official − g_ours| / max(max|g_official|, floor · G)`` with ``G`` the largest gradient
+    entry of the whole network (the floor keeps parameters whose gradient is zero in exact arithmetic, such as
+    conv biases before an InstanceNorm, from dividing round-off by round-off). Returns ``(gap, official name)``.
+    """
+    from methods.losses import registration_loss
+    from methods.registry import RegistrationOutput
+
+    grads = []
+    for model, run in ((pair.official, pair.run_official), (pair.ours, pair.run_ours)):
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        disp, inverse = run(moving, fixed)
+        registration_loss(moving, fixed, RegistrationOutput(disp, inverse))[0].backward()
+        grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    official, ours = grads
+    if len(ours) != len(official):
+        raise RuntimeError(f"{len(ours)} parameters have gradients on our side, {len(official)} on the official one")
+    scale = max(float(g.abs().max()) for g in official.values()) * floor
+    worst, where = 0.0, ""
+    for name, g in official.items():
+        mine = ours.get(pair.rename(name) or "")
+        if mine is None:
+            raise RuntimeError(f"{name} has a gradient on the official side only")
+        gap = float((g.reshape(mine.shape) - mine).abs().max()) / max(float(g.abs().max()), scale)
+        if gap >= worst:
+            worst, where = gap, name
+    return worst, where

@@ -1,4 +1,4 @@
-"""Parity of our networks with their authors' code: same random weights, same inputs, max |Δ displacement|.
+"""Parity of our networks with their authors' code: same random weights, same inputs, max |Δ displacement| and Δgrad.
 
 For each method, :func:`upstream.build_pair` builds the official network (from the checkouts named by the
 ``DIRBENCH_UPSTREAM_*`` environment variables, see ``benchmarks/upstream.py``) and ours, with every weight
@@ -12,10 +12,16 @@ smooth random images; the table gives the largest displacement, the largest diff
   normally agree to round-off too; the tolerance, 1e-5 voxel, allows for one solve stopping an iteration
   earlier than the other (round-off flipping a stop decision), whose effect is bounded by the solver's error.
 
+and the gradients of the training loss (:func:`methods.losses.registration_loss` on each side's output) with
+respect to every parameter: the largest ``max|g_official − g_ours| / max|g_official|`` over the parameters
+(:func:`upstream.gradient_gap`), against 1e-6. TransMorph needs ``DIRBENCH_UPSTREAM_TRANSMORPH`` and timm /
+ml_collections (or stand-ins) importable (see ``benchmarks/upstream.py``).
+
 Never run by the tests or CI; the exit status is 1 if a comparison that ran failed. Usage::
 
     export DIRBENCH_UPSTREAM_DP=/path/to/Unsupervised-DL-DIR-Revisited DIRBENCH_UPSTREAM_SITREG=/path/to/SITReg
     export DIRBENCH_UPSTREAM_LUMIR=/path/to/LUMIR_L2R DIRBENCH_UPSTREAM_VFA=/path/to/vfa
+    export DIRBENCH_UPSTREAM_TRANSMORPH=/path/to/TransMorph_Transformer_for_Medical_Image_Registration
     python benchmarks/upstream_parity.py                      # every method
     python benchmarks/upstream_parity.py --methods sitreg --gain-scale 3 --shape 32 32 32
 """
@@ -39,6 +45,8 @@ import upstream  # benchmarks/ is not a package: found through the sys.path entr
 #: Tolerance (voxels) of the one-directional models and of the inverse-consistent ones.
 TOL_EXACT = 1e-9
 TOL_IC = 1e-5
+#: Tolerance of the relative gradient gap (:func:`upstream.gradient_gap`) of the training loss, all models.
+TOL_GRAD = 1e-6
 
 
 def smooth_images(shape: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,6 +78,7 @@ def compare(method: str, args: argparse.Namespace) -> dict[str, object]:
         delta_inverse = float((inverse_official - inverse_ours).abs().max())
     tol = TOL_IC if method in upstream.IC_METHODS else TOL_EXACT
     worst = max(delta, delta_inverse or 0.0)
+    grad_gap, grad_where = upstream.gradient_gap(pair, moving, fixed)
     return {
         "method": method,
         "shape": "×".join(map(str, pair.shape)),
@@ -77,7 +86,9 @@ def compare(method: str, args: argparse.Namespace) -> dict[str, object]:
         "delta": delta,
         "delta_inverse": delta_inverse,
         "tol": tol,
-        "pass": bool(worst <= tol),
+        "grad_gap": grad_gap,
+        "grad_where": grad_where,
+        "pass": bool(worst <= tol and grad_gap <= TOL_GRAD),
         "seconds": (t_official, t_ours),
     }
 
@@ -94,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="torch.meshgrid")  # VoxelMorph's upstream grid
 
-    header = f"{'method':<14} {'shape':<10} {'max|disp|':>9} {'max|Δdisp|':>11} {'max|Δinv|':>10} {'tol':>7}  pass"
+    header = f"{'method':<14} {'shape':<10} {'max|disp|':>9} {'max|Δdisp|':>11} {'max|Δinv|':>10} {'tol':>7}"
+    header += f" {'Δgrad rel':>10}  pass"
     print(header)
     print("-" * len(header))
     failed = False
@@ -111,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         inverse = "—" if row["delta_inverse"] is None else f"{row['delta_inverse']:.1e}"
         print(
             f"{row['method']:<14} {row['shape']:<10} {row['max_disp']:>9.2f} {row['delta']:>11.1e} {inverse:>10} "
-            f"{row['tol']:>7.0e}  {'yes' if row['pass'] else 'NO'}"
+            f"{row['tol']:>7.0e} {row['grad_gap']:>10.1e}  {'yes' if row['pass'] else 'NO'}"
         )
         failed |= not row["pass"]
     for line in skipped:

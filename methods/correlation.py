@@ -3,6 +3,10 @@
 ``corr[k](p) = C^-½ · Σ_c x_c(p) · y_c(p + o_k)`` for the 27 offsets ``o_k ∈ {-1, 0, 1}³`` enumerated in
 row-major order (offset along axis 0 slowest, axis 2 fastest); ``y`` is zero-padded; no normalisation,
 no softmax, no learnt weights (the rethink-reg ``WinCorrTorch`` definition used by the paper's code).
+
+Layout: for channels-last CPU inputs (see :mod:`methods.blocks`) the channel sums run over the innermost axis and
+the 27 maps are written straight into a channels-last ``[B, 27, X, Y, Z]`` tensor, ready for the next
+convolution; the values do not depend on the layout.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from methods.instance_norm import is_cpu_channels_last
 
 __all__ = ["OFFSETS", "correlation", "neighbourhood_dot"]
 
@@ -30,7 +36,12 @@ class _NeighbourhoodDot(torch.autograd.Function):
     def forward(ctx: FunctionCtx, x: torch.Tensor, y_padded: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
         ctx.save_for_backward(x, y_padded)
-        return torch.stack([(x * _shifted(y_padded, o, size)).sum(1) for o in OFFSETS], dim=1)
+        maps = [(x * _shifted(y_padded, o, size)).sum(1) for o in OFFSETS]
+        if not is_cpu_channels_last(x):
+            return torch.stack(maps, dim=1)
+        out = torch.empty((x.shape[0], len(OFFSETS), *size), dtype=x.dtype, memory_format=torch.channels_last_3d)
+        torch.stack(maps, dim=-1, out=out.permute(0, 2, 3, 4, 1))
+        return out
 
     @staticmethod
     @once_differentiable
@@ -78,4 +89,6 @@ def correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     zero-padded. Built on :func:`neighbourhood_dot`, whose hand-written backward avoids a full-size
     zero-filled gradient per offset.
     """
+    if is_cpu_channels_last(x):
+        y = y.contiguous(memory_format=torch.channels_last_3d)
     return neighbourhood_dot(x, F.pad(y, (1, 1, 1, 1, 1, 1))) * x.shape[1] ** -0.5

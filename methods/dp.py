@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from methods.base import check_img_size, check_pair
-from methods.blocks import ENCODER_CHANNELS, DPEncoder, ResidualBlock, flow_head
+from methods.blocks import ENCODER_CHANNELS, DPEncoder, ResidualBlock, cpu_channels_last, flow_head
 from methods.correlation import correlation
 from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, register
 from methods.spatial import compose, resize_flow, warp
@@ -98,6 +98,7 @@ def conv_decoder_input(inputs: str, moving: torch.Tensor, fixed: torch.Tensor) -
     the middle, as in the paper's code); C → ``corr(f, m̃)`` (27). The fixed features stay put and the
     moving ones are shifted in the cost volume.
     """
+    moving = cpu_channels_last(moving)  # the sampled features come back contiguous; the convs run channels-last
     if inputs == "mf":
         return torch.cat([moving, fixed], dim=1)
     corr = correlation(fixed, moving)
@@ -219,7 +220,7 @@ class DPNet(nn.Module):
         return out
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationOutput:
-        return RegistrationOutput(disp=self.forward_levels(moving, fixed)[-1].total)
+        return RegistrationOutput(disp=self.forward_levels(moving, fixed)[-1].total.contiguous())
 
 
 @register("dp-conv-mf")

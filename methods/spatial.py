@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["compose", "identity_grid", "jacobian_det", "resize_flow", "warp"]
+__all__ = ["compose", "identity_grid", "jacobian_det", "resize_flow", "sampling_grid", "warp"]
 
 
 def identity_grid(
@@ -42,12 +42,28 @@ def warp(
     Returns:
         ``[B, C, X', Y', Z']`` in ``image``'s dtype.
     """
-    coords = identity_grid(disp.shape[2:], disp.device, disp.dtype) + disp
-    # Normalise with the *image* size so that disp may live on a different (output) grid.
-    size = torch.tensor([2.0 / max(n - 1, 1) for n in image.shape[2:]], device=disp.device, dtype=disp.dtype)
-    grid = (coords * size.view(1, -1, *([1] * (disp.dim() - 2))) - 1.0).movedim(1, -1).flip(-1)
+    grid = sampling_grid(disp, image.shape[2:])
     out = F.grid_sample(image.to(grid.dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
     return out.to(image.dtype) if image.is_floating_point() else out
+
+
+def sampling_grid(disp: torch.Tensor, image_shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """``grid_sample`` grid (``align_corners=True``) of the points ``x + disp(x)``: ``[B, *spatial, D]``.
+
+    Component ``c`` of the point, ``p_c + u_c`` in voxels of an image with ``S_c`` voxels along axis ``c``, becomes
+    ``(p_c + u_c) · 2 / (S_c − 1) − 1``, in that order of operations (the authors' codes', which decides on which
+    side of a voxel boundary a rounded point falls, and so the one-sided derivative that trilinear sampling has at
+    integer coordinates, e.g. everywhere at a zero displacement), with a 1-D ramp per axis broadcast instead of a
+    full identity grid. The last axis lists the components in ``grid_sample``'s reversed order (axis ``D − 1`` first).
+    """
+    comps = []
+    dims = disp.dim() - 2
+    for c in reversed(range(dims)):
+        ramp = torch.arange(disp.shape[2 + c], device=disp.device, dtype=disp.dtype)
+        shape = [1] * dims
+        shape[c] = -1
+        comps.append((disp[:, c] + ramp.view(shape)).mul_(2.0 / max(int(image_shape[c]) - 1, 1)).sub_(1.0))
+    return torch.stack(comps, dim=-1)
 
 
 def compose(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:

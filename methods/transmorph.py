@@ -52,7 +52,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from methods.base import ModelConfig, check_pair
-from methods.blocks import flow_head
+from methods.blocks import cpu_channels_last, flow_head
+from methods.instance_norm import instance_norm_act
 from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, register
 
 __all__ = [
@@ -326,7 +327,7 @@ class SwinStage(nn.Module):
                 x = checkpoint(block, x, mask, use_reentrant=False)
             else:
                 x = block(x, mask)
-        out = self.norm(x).permute(0, 4, 1, 2, 3).contiguous()
+        out = self.norm(x).permute(0, 4, 1, 2, 3)  # [B, C, X, Y, Z] laid out channels-last, as the decoder convs run
         return out, (self.merge(x) if self.merge is not None else None)
 
 
@@ -366,12 +367,19 @@ class SwinEncoder(nn.Module):
 
 
 class ConvNormAct(nn.Sequential):
-    """3³ conv (no bias) → InstanceNorm3d (non-affine) → LeakyReLU(0.01): upstream ``Conv3dReLU``."""
+    """3³ conv (no bias) → InstanceNorm3d (non-affine) → LeakyReLU(0.01): upstream ``Conv3dReLU``.
+
+    On CPU it runs channels-last with the norm and activation fused (:func:`methods.instance_norm.instance_norm_act`).
+    """
 
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__(
             nn.Conv3d(in_ch, out_ch, 3, padding=1, bias=False), nn.InstanceNorm3d(out_ch), nn.LeakyReLU(0.01)
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, act = self
+        return instance_norm_act(conv(cpu_channels_last(x)), None, None, norm.eps, act.negative_slope)
 
 
 class DecoderBlock(nn.Module):
@@ -387,7 +395,7 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
-        return self.conv2(self.conv1(torch.cat([x, skip], dim=1)))
+        return self.conv2(self.conv1(torch.cat([cpu_channels_last(x), cpu_channels_last(skip)], dim=1)))
 
 
 class TransMorph(nn.Module):
@@ -427,7 +435,7 @@ class TransMorph(nn.Module):
         f0, f1, f2, f3 = self.encoder(x)
         y = self.up3(self.up2(self.up1(self.up0(f3, f2), f1), f0), half)
         flow = F.interpolate(self.flow(y), scale_factor=2, mode="trilinear", align_corners=False)
-        return RegistrationOutput(disp=flow[:, :, : size[0], : size[1], : size[2]])
+        return RegistrationOutput(disp=flow[:, :, : size[0], : size[1], : size[2]].contiguous())
 
 
 @register("transmorph")

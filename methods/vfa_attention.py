@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.blocks import cpu_channels_last
 from methods.correlation import neighbourhood_dot
 
 __all__ = ["ProjectedAttention", "vector_field_attention"]
@@ -82,6 +83,6 @@ class ProjectedAttention(nn.Module):
         self.temperature = math.sqrt(match_ch)
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        query = self.proj(fixed)
-        key = self.proj(F.pad(moving, (1, 1, 1, 1, 1, 1), mode="replicate"))
+        query = self.proj(cpu_channels_last(fixed))
+        key = self.proj(cpu_channels_last(F.pad(moving, (1, 1, 1, 1, 1, 1), mode="replicate")))
         return vector_field_attention(query, key, self.temperature, key_padded=True)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.base import ModelConfig, check_pair
-from methods.blocks import flow_head
+from methods.blocks import cpu_channels_last, flow_head
 from methods.registry import DEFAULT_IMG_SIZE, RegistrationOutput, register
 
 __all__ = ["VARIANTS", "VoxelMorph", "VoxelMorphConfig"]
@@ -108,17 +108,19 @@ class VoxelMorph(nn.Module):
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> RegistrationOutput:
         """``moving``, ``fixed``: ``[B, 1, X, Y, Z]`` → ``disp`` ``[B, 3, X, Y, Z]`` (voxels)."""
         check_pair(moving, fixed, 2 ** len(self.cfg.enc_features))
-        x = torch.cat([moving, fixed], dim=1)
+        # CPU: channels-last throughout (oneDNN's fast conv layout); the LeakyReLUs act in place on the conv
+        # outputs (a conv's backward needs its input, not its output), so each layer keeps one activation alive
+        x = cpu_channels_last(torch.cat([moving, fixed], dim=1))
         history = [x]
         for conv in self.encoder:
-            history.append(F.leaky_relu(conv(history[-1]), 0.2))
+            history.append(F.leaky_relu_(conv(history[-1]), 0.2))
         x = history.pop()
         for conv in self.decoder:
-            x = F.interpolate(F.leaky_relu(conv(x), 0.2), scale_factor=2, mode="nearest")
-            x = torch.cat([x, history.pop()], dim=1)
+            x = F.interpolate(F.leaky_relu_(conv(x), 0.2), scale_factor=2, mode="nearest")
+            x = torch.cat([x, cpu_channels_last(history.pop())], dim=1)
         for conv in self.extras:
-            x = F.leaky_relu(conv(x), 0.2)
-        return RegistrationOutput(disp=self.flow(x))
+            x = F.leaky_relu_(conv(x), 0.2)
+        return RegistrationOutput(disp=self.flow(x).contiguous())
 
 
 #: name → (encoder features, decoder features) of the registered variants.

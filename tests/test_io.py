@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -25,6 +26,39 @@ def test_disp_round_trip_is_float32_channels_last(tmp_path: Path, rng: np.random
     np.testing.assert_allclose(img.affine, affine)
     np.testing.assert_allclose(io.load_disp(path, shape=(6, 7, 5)), disp.astype(np.float32))
     assert not [p for p in tmp_path.iterdir() if p.name != "disp.nii.gz"], "temporary files left behind"
+
+
+def test_disp_file_is_a_stored_gzip_that_every_reader_opens(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Displacements are gzip streams of stored blocks: valid .nii.gz (nibabel's own reader, the gzip module), the
+    same values and affine as the array written, and hardly bigger than the raw data."""
+    disp = rng.standard_normal((6, 5, 4, 3)).astype(np.float32)
+    affine = np.diag([1.5, 1.0, 2.0, 1.0])
+    path = tmp_path / "disp_0001_0002.nii.gz"
+    io.save_disp(path, disp, affine)
+    raw = gzip.decompress(path.read_bytes())
+    assert len(raw) <= path.stat().st_size  # stored blocks: no compression
+    img = nib.load(str(path))
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), disp)
+    np.testing.assert_array_equal(img.affine, affine)
+    np.testing.assert_array_equal(io.load_disp(path), disp)
+
+
+def test_nifti2_gz_and_plain_nii_are_read(tmp_path: Path, rng: np.random.Generator) -> None:
+    image = rng.random((5, 4, 3)).astype(np.float32)
+    nib.save(nib.Nifti2Image(image, np.eye(4)), str(tmp_path / "img0001.nii.gz"))
+    nib.save(nib.Nifti1Image(image, np.eye(4)), str(tmp_path / "img0002.nii"))
+    np.testing.assert_array_equal(io.load_image(tmp_path / "img0001.nii.gz"), image)
+    np.testing.assert_array_equal(io.load_image(tmp_path / "img0002.nii"), image)
+
+
+def test_corrupt_deflate_data_is_a_user_error(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "img0001.nii.gz"
+    io.save_image(path, rng.random((8, 8, 8)).astype(np.float32), np.eye(4))
+    data = bytearray(path.read_bytes())
+    data[40:60] = bytes(20)  # inside the deflate stream
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"img0001\.nii\.gz: not a readable NIfTI file"):
+        io.load_image(path)
 
 
 def test_channel_first_disp_file_is_transposed_on_load(tmp_path: Path, rng: np.random.Generator) -> None:

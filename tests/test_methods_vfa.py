@@ -11,7 +11,7 @@ from torch import nn
 
 import methods
 from methods.spatial import identity_grid, warp
-from methods.vfa import VFA, VFAEncoder, _Conv3d, upsample_grid
+from methods.vfa import VFA, VFAEncoder, _double_conv, upsample_grid
 
 SIZE = (32, 32, 32)
 #: non-cubic, for the tests that would catch an axis mix-up (level 4 is 2×3×2 voxels)
@@ -45,20 +45,31 @@ def test_encoder_pyramid() -> None:
     ]
 
 
-def test_channels_last_conv_is_a_plain_conv() -> None:
+def test_conv_norm_act_stack_equals_the_literal_layers() -> None:
+    """The fused channels-last stack computes conv → InstanceNorm(affine) → LeakyReLU(0.01), twice, as the plain
+    contiguous modules do (values and gradients, float64), with unchanged state-dict keys."""
     torch.manual_seed(0)
-    conv = _Conv3d(8, 16, 3, padding=1)
-    x = torch.randn(2, 8, 12, 10, 8, requires_grad=True)
+    stack = _double_conv(6, 8).double()
+    with torch.no_grad():
+        for m in stack.modules():
+            if isinstance(m, nn.InstanceNorm3d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_()
+    x = torch.randn(2, 6, 12, 10, 8, dtype=torch.float64, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_()
-    out = conv(x)
-    ref = F.conv3d(x_ref, conv.weight, conv.bias, padding=1)
-    assert out.is_contiguous()
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    out = stack(x)
+    ref = x_ref
+    for i in (0, 3):
+        conv, norm = stack[i], stack[i + 1]
+        ref = F.leaky_relu(F.instance_norm(F.conv3d(ref, conv.weight, conv.bias, padding=1), weight=norm.weight,
+                                           bias=norm.bias, eps=norm.eps), 0.01)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
     g = torch.randn_like(ref)
-    out.backward(g)
-    ref.backward(g)
-    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
-    assert set(conv.state_dict()) == {"weight", "bias"}
+    grads = torch.autograd.grad(out, [x, *stack.parameters()], g)
+    grads_ref = torch.autograd.grad(ref, [x_ref, *stack.parameters()], g)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    assert set(stack.state_dict()) == {f"{i}.{p}" for i in (0, 1, 3, 4) for p in ("weight", "bias")}
 
 
 def test_forward_backward_and_beta_bound() -> None:
