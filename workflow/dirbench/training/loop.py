@@ -55,8 +55,8 @@ from methods.spatial import warp
 __all__ = ["METRICS_COLUMNS", "Trainer", "TrainingInterrupted"]
 
 METRICS_COLUMNS = [
-    "epoch", "updates", "loss", "sim", "reg", "val_metric", "val_value", "lr", "epoch_time_s", "steps_per_s",
-    "peak_rss_mib", "peak_gpu_mib",
+    "epoch", "updates", "loss", "sim", "reg", "val_metric", "val_value", "val_outside", "lr", "epoch_time_s",
+    "steps_per_s", "peak_rss_mib", "peak_gpu_mib",
 ]  # fmt: skip
 
 
@@ -358,7 +358,7 @@ class Trainer:
                 signum = self.flag.received
                 raise TrainingInterrupted(signum, f"signal {signum}: saved {self.out_dir / 'last.pt'}")
         book()
-        row, outside = self._epoch_row(sums / max(st.epoch_count, 1), st.epoch_time_s, st.epoch_updates)
+        row = self._epoch_row(sums / max(st.epoch_count, 1), st.epoch_time_s, st.epoch_updates)
         st.epoch, st.step = epoch + 1, 0
         st.epoch_sums, st.epoch_count, st.epoch_time_s, st.epoch_updates = [0.0, 0.0, 0.0], 0, 0.0, 0
         st.history.append(row)
@@ -372,15 +372,17 @@ class Trainer:
                 self.save(self.out_dir / "best.pt")
         self.log(self._epoch_line(row))
         if cfg.collapse_guard:
-            self._guard(row, outside if validated else None)
+            self._guard(row)
         self.save_last()
 
-    def _guard(self, row: dict[str, Any], outside: float | None) -> None:
+    def _guard(self, row: dict[str, Any]) -> None:
         """Stop the run, loudly, when :func:`health.collapse_reason` finds the model degenerated."""
-        validated = row["val_value"] != ""
+        validations = [  # rows from checkpoints written before ``val_outside`` existed count as 0 outside
+            (r["val_value"], r.get("val_outside") or 0.0) for r in self.state.history if r["val_value"] != ""
+        ]
         reason = health.collapse_reason(
-            sim=row["sim"], val_metric=self.val_metric, val_value=row["val_value"] if validated else None,
-            initial_value=self.state.val_initial, outside=outside,
+            sim=row["sim"], val_metric=self.val_metric, validations=validations if row["val_value"] != "" else [],
+            initial_value=self.state.val_initial,
         )  # fmt: skip
         if reason is None:
             return
@@ -391,10 +393,10 @@ class Trainer:
         for line in ("!" * 100, f"COLLAPSED at epoch {epoch}: {reason}.", advice, "!" * 100):
             self.log(line)
 
-    def _epoch_row(self, means: np.ndarray, elapsed: float, updates: int) -> tuple[dict[str, Any], float | None]:
+    def _epoch_row(self, means: np.ndarray, elapsed: float, updates: int) -> dict[str, Any]:
         epoch = self.state.epoch + 1
         validate = bool(self.val_pairs) and (epoch % self.cfg.val_every == 0 or epoch == self.cfg.epochs)
-        val, outside = self.validate() if validate else ("", None)
+        val, outside = self.validate() if validate else ("", "")
         row = {
             "epoch": epoch,
             "updates": self.state.updates,
@@ -403,6 +405,7 @@ class Trainer:
             "reg": float(means[2]),
             "val_metric": self.val_metric if validate else "",
             "val_value": val,
+            "val_outside": outside,
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_time_s": elapsed,
             "steps_per_s": updates / elapsed if elapsed > 0 else math.nan,
@@ -414,7 +417,7 @@ class Trainer:
                 self.writer.add_scalar(f"train/{key}", row[key], self.state.updates)
             if validate:
                 self.writer.add_scalar(f"val/{self.val_metric}", val, self.state.updates)
-        return row, outside
+        return row
 
     def _epoch_line(self, row: dict[str, Any]) -> str:
         """``epoch 3/20 · 96 updates · loss … (sim …, reg …) · val dice … (best … at epoch …) · 3.4 steps/s · ETA``."""
