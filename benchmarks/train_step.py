@@ -1,6 +1,6 @@
 """Training-step time and peak memory of every registration network, beside the official figures or the authors' code.
 
-The step is the paper's (Liu, Ruan & Sheng, MIDL 2025, App. A; ``spec/methods-dp.md`` §4): forward, the
+The step is the paper's (Liu, Ruan & Sheng, MIDL 2025, App. A): forward, the
 loss ``1 − NCC²`` (9³ box window, :func:`methods.losses.ncc_vfa`) ``+ 1.0 × diffusion`` on the final
 full-resolution field (:func:`methods.losses.registration_loss`, symmetric for inverse-consistent models),
 backward, and an Adam (amsgrad, lr 1e-4) update; batch 1 on synthetic smooth volumes.
@@ -12,7 +12,7 @@ Two modes:
   pass, and the peak memory (CPU: the process's peak resident set size, ``getrusage``, which includes the
   interpreter, torch and the model, about 400–500 MiB before any step; CUDA: ``max_memory_allocated``). On CPU the
   table puts the **official figures** beside ours (:data:`OFFICIAL`, the authors' unmodified code on a 2-core
-  CPU with the 9³ conv3d NCC, measured by the project's spec in ``performance-baselines.md``, not in this run)
+  CPU with the 9³ conv3d NCC, measured once by the project and committed here, not in this run)
   with the ratios ours ÷ official. Those figures include the authors' conv3d NCC, which costs more than some
   whole networks; the side-by-side mode is the comparison at equal numerics.
 - **Side by side** (``--side-by-side``): the authors' network and ours, built by :func:`upstream.build_pair`
@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-#: The official implementations' figures (``performance-baselines.md`` of the project's spec): unmodified
+#: The official implementations' figures, measured once by the project (not in this run): unmodified
 #: authors' code at its default config, 2-core AMD EPYC, torch 2.13 CPU, 2 threads, batch 1, median of 3 steps
 #: after a warm-up, each model in its own process, loss 1 − NCC (9³ conv3d) + diffusion, Adam.
 #: size → method → (train step s, peak RSS MiB). TransMorph's second figure was taken at 96×128×96 (its sides must
@@ -321,8 +321,8 @@ def _table(rows: list[dict], args: argparse.Namespace) -> str:
                 cells += [f"{ref[0]:.2f}", f"{ref[1]:.0f}", *ratios]
         lines.append("| " + " | ".join(cells) + " |")
     if official:
-        lines.append("\nofficial: the authors' unmodified code with its 9³ conv3d NCC (figures from the project's "
-                     "performance baselines, not measured in this run); ours: separable NCC. Equal numerics: "
+        lines.append("\nofficial: the authors' unmodified code with its 9³ conv3d NCC (figures committed in "
+                     "OFFICIAL, not measured in this run); ours: separable NCC. Equal numerics: "
                      "--side-by-side.")
     return "\n".join(lines)
 
