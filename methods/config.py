@@ -26,12 +26,13 @@ import os
 import tempfile
 import types
 import typing
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "setting"]
+__all__ = ["Config", "ConfigError", "check_known_keys", "setting"]
 
 C = TypeVar("C", bound="Config")
 
@@ -46,6 +47,15 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", choices: tuple |
     if isinstance(default, dict | list):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_known_keys(data: Iterable[Any], known: Sequence[str], where: str = "") -> None:
+    """Raise :class:`ConfigError` for the first key of ``data`` not in ``known``, suggesting the closest one."""
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+            raise ConfigError(f"{_join(where, str(key))}: unknown key; {hint}")
 
 
 def _join(where: str, key: str) -> str:
@@ -156,12 +166,7 @@ class Config:
     @classmethod
     def check_keys(cls, data: dict[str, Any], where: str = "") -> None:
         """Raise :class:`ConfigError` for a key that is not a field, suggesting the closest field."""
-        known = list(cls._fields())
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-                raise ConfigError(f"{_join(where, str(key))}: unknown key; {hint}")
+        check_known_keys(data, list(cls._fields()), where)
 
     @classmethod
     def check_partial(cls, data: dict[str, Any], where: str = "") -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from methods.config import check_known_keys
+
 __all__ = ["DEFAULT_IMG_SIZE", "RegistrationOutput", "available", "build", "register"]
 
 #: The LUMIR / reoriented OASIS grid (RAS, 1 mm).
@@ -69,6 +71,10 @@ def build(name: str, **overrides: Any) -> torch.nn.Module:
         builder = _BUILDERS[name]
     except KeyError:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(available())}") from None
-    model = builder(**overrides)
+    try:
+        model = builder(**overrides)
+    except TypeError:  # an unknown keyword: name it against the default model's constructor arguments
+        check_known_keys(overrides, list(builder().config))
+        raise
     model.method_name = name  # type: ignore[assignment]
     return model

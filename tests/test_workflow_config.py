@@ -24,7 +24,7 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("method", lambda c: c["artefacts"]["table1"]["methods"].append("voxelmorf"),
      "artefacts.table1.methods[11]: unknown method 'voxelmorf'; did you mean 'voxelmorph'?"),
     ("model", lambda c: c["train"]["methods"]["transmorph"]["model"].update(windw_size=[2, 2, 2]),
-     "train.methods.transmorph.model: TransMorphConfig.__init__() got an unexpected keyword argument 'windw_size'"),
+     "train.methods.transmorph.model: windw_size: unknown key; did you mean 'window_size'?"),
     ("greedy", lambda c: c["greedy"].update(iteratons="10x5"),
      "greedy.iteratons: unknown key; did you mean 'iterations'?"),
     ("greedy-value", lambda c: c["greedy"].update(metric="CC"),
