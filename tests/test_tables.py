@@ -325,7 +325,10 @@ def test_unconverged_and_collapsed_runs_are_marked(tmp_path: Path) -> None:
          write_record(tmp_path / "v" / "summary.json", "vfa", converged=True),
          write_record(tmp_path / "d" / "summary.json", "dp-vfa", converged=None)]
     )  # fmt: skip
-    table = build_table("table1", read_eval_csvs(paths), records)
+    table = build_table("table1", read_eval_csvs(paths), records, note="DEMO numbers, not the paper's protocol.")
+    # The config's description follows the first sentence, whatever the rows' marks (a row's mark once replaced it).
+    assert table.caption.startswith("Registration results on OASIS (8 pairs). Parameters of the DP variants are "
+                                    "given as (encoder/decoder) total. DEMO numbers, not the paper's protocol. Bold:")
     assert {r.key: r.note for r in table.rows} == {
         "initial": "", "greedy": "", "voxelmorph": "†", "dp-conv-c": "‡", "vfa": "", "dp-vfa": "§",
     }  # fmt: skip

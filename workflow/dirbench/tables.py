@@ -566,14 +566,14 @@ def build_table(
             )
             for col in columns
         ]
-        note, extra = _run_state(record)
+        mark, extra = _run_state(record)
         if kind == "table_b3":
             name, extra["train_images"] = _size_label(label, record)
         else:
             name = display_name(label)
         if kind == "table1":
             cells.append(_params_cell(label, record))
-        rows.append(Row(label, name, cells, extra, note))
+        rows.append(Row(label, name, cells, extra, mark))
     underline = kind != "table_b3"
     tests = [_mark_column(df, rows, j, col, underline, alpha) for j, col in enumerate(columns)]
 
@@ -615,9 +615,9 @@ def build_cost_table(
     rows = []
     for label in labels:
         record = records.get(label)
-        note, extra = _run_state(record)
+        mark, extra = _run_state(record)
         rows.append(Row(label, display_name(label), [*_train_cost_cells(record), *_reg_cost_cells(reg.get(label))],
-                        extra, note))  # fmt: skip
+                        extra, mark))  # fmt: skip
     headers = [
         ("Params (M)", "Params (M)"),
         ("Epochs", "Epochs"),
